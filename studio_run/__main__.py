@@ -1,0 +1,5 @@
+"""``python -m studio_run`` runs the ``studio`` command."""
+
+from .cli import main
+
+main()

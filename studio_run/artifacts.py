@@ -1,0 +1,56 @@
+"""Getting stored artifacts back out: resolve ``EXP/TAG[@VERSION]`` and write it somewhere.
+
+Used by ``studio get`` (a writable copy anywhere) and, through the blob cache, by ``--reuse``.
+Both verify every byte against its digest and refuse manifests that would escape the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Callable, Optional
+
+from .errors import NotFoundError
+from .metadata import ArtifactRecord, RunRecord
+from .restore import materialize
+from .specs import ArtifactRef
+from .store import Store
+
+__all__ = ["fetch_artifact", "resolve_artifact"]
+
+
+def resolve_artifact(store: Store, ref: ArtifactRef) -> tuple[RunRecord, ArtifactRecord]:
+    """The run and artifact record ``ref`` names; ``NotFoundError`` naming the known tags if absent."""
+    record = store.records.resolve(ref.experiment, ref.version)
+    art = record.artifacts.get(ref.tag)
+    if art is None or not art.digest:
+        tags = ", ".join(sorted(t for t, a in record.artifacts.items() if a.digest)) or "none"
+        raise NotFoundError(
+            f"experiment {ref.experiment!r} version {record.version} has no artifact {ref.tag!r}; its tags: {tags}"
+        )
+    return record, art
+
+
+def fetch_artifact(
+    store: Store, ref: ArtifactRef, dest: str, progress: Optional[Callable[[int], None]] = None
+) -> str:
+    """Write the artifact to ``dest`` and return the path written.
+
+    A folder artifact fills ``dest`` (created if missing). A single-file artifact becomes
+    ``dest`` itself, or ``dest/<name>`` when ``dest`` is an existing folder.
+    """
+    _record, art = resolve_artifact(store, ref)
+    manifest = store.repo.get_manifest(art.digest)
+    dest = os.path.abspath(os.path.expanduser(dest))
+    if not manifest.single_file or os.path.isdir(dest):
+        return materialize(store.repo, manifest, dest, progress=progress)
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".studio-get-")
+    try:
+        written = materialize(store.repo, manifest, tmp, progress=progress)
+        os.replace(written, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -1,0 +1,262 @@
+"""Experiment records: the small mutable pointers that make snapshots visible.
+
+One record per run of an experiment, at ``experiments/<name>/<run_id>.json``; the environment
+(packages, git diff), written once, sits beside it in ``<run_id>.env.json`` so that listing ten
+thousand runs reads only the small files. A record names each artifact's manifest digest; it is
+rewritten (atomically) after every capture that changed something, and is the last thing
+written, so whatever a reader finds through it is complete.
+
+Run ids sort by start time (``20261122T192448Z-1a2b3c``) and need no coordination between
+machines sharing a store; an experiment's *versions* are its runs numbered 1, 2, … in that order.
+Records hold no local paths as identity and no credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Optional
+
+from .errors import NotFoundError, UsageError
+from .storage.base import Storage
+
+__all__ = [
+    "ArtifactRecord",
+    "RecordStore",
+    "ReuseRecord",
+    "RunRecord",
+    "TERMINAL",
+    "check_experiment_name",
+    "new_run_id",
+]
+
+TERMINAL = frozenset({"finished", "failed", "interrupted"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RUN_ID = re.compile(r"^\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{6}$")
+
+
+def check_experiment_name(name: str) -> str:
+    """Return ``name`` if usable as an experiment name (letters, digits, ``._-``), else raise."""
+    if not _NAME.match(name or ""):
+        raise UsageError(
+            f"invalid experiment name {name!r}: use letters, digits, '.', '_' and '-' (at most 128, no '/')"
+        )
+    return name
+
+
+def new_run_id(now: Optional[float] = None) -> str:
+    """A run id that sorts by start time (microseconds) and is unique without coordination."""
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1e6):06d}Z"
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class ArtifactRecord:
+    """One artifact of a run: which snapshot it points at and what that holds."""
+
+    tag: str
+    kind: str  # capture | capture-once | workspace | output | modeldir | tb | reuse | files
+    digest: str = ""
+    size: int = 0
+    files: int = 0
+    snapshots: int = 0
+    updated_at: float = 0.0
+    single_file: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ArtifactRecord":
+        """Inverse of ``to_dict``, ignoring keys from newer versions."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class ReuseRecord:
+    """Lineage: an artifact this run reused, and the exact run and snapshot it resolved to."""
+
+    alias: str
+    experiment: str
+    tag: str
+    run_id: str
+    version: int
+    digest: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ReuseRecord":
+        """Inverse of ``to_dict``."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class RunRecord:
+    """Everything recorded about one run of an experiment."""
+
+    experiment: str
+    run_id: str
+    status: str = "running"
+    exit_code: Optional[int] = None
+    started_at: float = 0.0
+    ended_at: Optional[float] = None
+    command: list[str] = field(default_factory=list)
+    script: str = ""
+    host: str = ""
+    user: str = ""
+    python: str = ""
+    git_commit: Optional[str] = None
+    git_dirty: Optional[bool] = None
+    artifacts: dict[str, ArtifactRecord] = field(default_factory=dict)
+    reuses: list[ReuseRecord] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    version: int = 0  # derived from the run's position; not stored
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (without the derived version)."""
+        data = asdict(self)
+        data.pop("version")
+        data["artifacts"] = {tag: a.to_dict() for tag, a in self.artifacts.items()}
+        data["reuses"] = [r.to_dict() for r in self.reuses]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunRecord":
+        """Inverse of ``to_dict``, ignoring keys from newer versions."""
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["artifacts"] = {t: ArtifactRecord.from_dict(a) for t, a in data.get("artifacts", {}).items()}
+        fields["reuses"] = [ReuseRecord.from_dict(r) for r in data.get("reuses", [])]
+        fields.pop("version", None)
+        return cls(**fields)
+
+
+class RecordStore:
+    """Reads and writes run records on any ``Storage``."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    @staticmethod
+    def record_key(experiment: str, run_id: str) -> str:
+        """Key of a run's record."""
+        return f"experiments/{experiment}/{run_id}.json"
+
+    @staticmethod
+    def env_key(experiment: str, run_id: str) -> str:
+        """Key of a run's environment (packages, git diff)."""
+        return f"experiments/{experiment}/{run_id}.env.json"
+
+    def write(self, record: RunRecord) -> None:
+        """Publish the record (atomic replace): the pointer written last."""
+        data = json.dumps(record.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+        self.storage.write_bytes(self.record_key(record.experiment, record.run_id), data)
+
+    def write_environment(self, experiment: str, run_id: str, env: dict[str, Any]) -> None:
+        """Store the run's environment once."""
+        data = json.dumps(env, sort_keys=True).encode()
+        self.storage.write_bytes(self.env_key(experiment, run_id), data)
+
+    def read_environment(self, experiment: str, run_id: str) -> dict[str, Any]:
+        """The run's environment, or an empty dict when it was never written."""
+        try:
+            return json.loads(self.storage.read_bytes(self.env_key(experiment, run_id)))
+        except FileNotFoundError:
+            return {}
+
+    def experiments(self) -> list[str]:
+        """Every experiment name, sorted."""
+        return self.storage.list_dirs("experiments/")
+
+    def run_ids(self, experiment: str) -> list[str]:
+        """Run ids of one experiment, oldest first."""
+        prefix = f"experiments/{experiment}/"
+        ids = []
+        for key in self.storage.list(prefix):
+            name = key[len(prefix):]
+            if name.endswith(".json") and not name.endswith(".env.json") and "/" not in name:
+                ids.append(name[:-5])
+        return sorted(i for i in ids if _RUN_ID.match(i))
+
+    def read(self, experiment: str, run_id: str, version: int = 0) -> RunRecord:
+        """One run's record; ``NotFoundError`` when absent."""
+        try:
+            data = self.storage.read_bytes(self.record_key(experiment, run_id))
+        except FileNotFoundError:
+            raise NotFoundError(f"experiment {experiment!r} has no run {run_id!r}") from None
+        record = RunRecord.from_dict(json.loads(data))
+        record.version = version
+        return record
+
+    def runs(self, experiment: str) -> list[RunRecord]:
+        """Every run of an experiment, oldest first, with versions numbered from 1."""
+        return [self.read(experiment, rid, i) for i, rid in enumerate(self.run_ids(experiment), 1)]
+
+    def resolve(self, experiment: str, version: Optional[str] = None) -> RunRecord:
+        """The run a user means: the newest, a 1-based version number, or a run id."""
+        ids = self.run_ids(experiment)
+        if not ids:
+            known = self.experiments()
+            hint = f"; known experiments: {', '.join(known[:10])}" if known else "; the store has no experiments yet"
+            raise NotFoundError(f"no experiment named {experiment!r}{hint}")
+        if version is None:
+            return self.read(experiment, ids[-1], len(ids))
+        if version.isdigit():
+            number = int(version)
+            if not 1 <= number <= len(ids):
+                raise NotFoundError(f"experiment {experiment!r} has versions 1 to {len(ids)}, not {number}")
+            return self.read(experiment, ids[number - 1], number)
+        if version in ids:
+            return self.read(experiment, version, ids.index(version) + 1)
+        raise NotFoundError(f"experiment {experiment!r} has no version or run id {version!r}")
+
+    def all_runs(self) -> dict[str, list[str]]:
+        """Run ids of every experiment (oldest first) from one listing, without reading records."""
+        runs: dict[str, list[str]] = {}
+        for key in self.storage.list("experiments/"):
+            parts = key.split("/")
+            if len(parts) != 3 or not parts[2].endswith(".json") or parts[2].endswith(".env.json"):
+                continue
+            run_id = parts[2][:-5]
+            if _RUN_ID.match(run_id):
+                runs.setdefault(parts[1], []).append(run_id)
+        for ids in runs.values():
+            ids.sort()
+        return runs
+
+    def latest(self, limit: Optional[int] = None) -> list[RunRecord]:
+        """The newest runs across all experiments, newest first; reads only the records shown."""
+        runs = self.all_runs()
+        ordered = sorted(
+            ((rid, name, i) for name, ids in runs.items() for i, rid in enumerate(ids, 1)), reverse=True
+        )
+        if limit is not None:
+            ordered = ordered[:limit]
+        records = []
+        for rid, name, version in ordered:
+            try:
+                records.append(self.read(name, rid, version))
+            except NotFoundError:  # deleted between the listing and the read
+                continue
+        return records
+
+    def iter_all(self) -> Iterator[RunRecord]:
+        """Every run of every experiment."""
+        for name in self.experiments():
+            yield from self.runs(name)
+
+    def delete_experiment(self, experiment: str) -> int:
+        """Remove every record of an experiment (content stays until ``gc``); returns runs removed."""
+        keys = list(self.storage.list(f"experiments/{experiment}/"))
+        if not keys:
+            raise NotFoundError(f"no experiment named {experiment!r}")
+        self.storage.delete_many(keys)
+        return sum(1 for k in keys if not k.endswith(".env.json"))
+

@@ -1,0 +1,165 @@
+"""Manifests: the list of what one snapshot of a directory (or single file) holds.
+
+A manifest is itself content-addressed (its digest is the hash of its canonical JSON), so the
+same directory state always has the same digest: the blob cache keys on it, and an unchanged
+periodic capture is recognised by comparing two digests.
+
+Every manifest read back from a store is validated before anything is written from it: paths
+must be relative, free of ``..`` and unique, no entry may live below a symlink or a file, and
+symlink targets must stay inside the artifact. A manifest that breaks a rule raises
+``UnsafePathError``; one that does not parse raises ``IntegrityError``.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ..errors import IntegrityError, UnsafePathError
+from .digest import ALGORITHM, hash_bytes, is_digest
+
+__all__ = ["FILE", "LINK", "Entry", "Manifest"]
+
+FILE = "file"
+LINK = "link"
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file or symlink: relative posix ``path``; ``digest`` for files, ``target`` for links."""
+
+    path: str
+    type: str = FILE
+    size: int = 0
+    mode: int = 0o644
+    digest: str = ""
+    target: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Compact form: links carry a target, files a digest, size and mode."""
+        if self.type == LINK:
+            return {"path": self.path, "type": LINK, "target": self.target}
+        return {"path": self.path, "size": self.size, "mode": self.mode, "digest": self.digest}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Entry":
+        """Inverse of ``to_dict``; raises ``IntegrityError`` on malformed fields."""
+        try:
+            if data.get("type", FILE) == LINK:
+                return cls(path=str(data["path"]), type=LINK, target=str(data["target"]))
+            entry = cls(
+                path=str(data["path"]),
+                size=int(data["size"]),
+                mode=int(data["mode"]) & 0o777,
+                digest=str(data["digest"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"malformed manifest entry {data!r}") from exc
+        if not is_digest(entry.digest) or entry.size < 0:
+            raise IntegrityError(f"malformed manifest entry {data!r}")
+        return entry
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A snapshot's entries sorted by path; ``single_file`` marks a one-file artifact."""
+
+    entries: tuple[Entry, ...] = ()
+    single_file: bool = False
+    _digest: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def build(cls, entries: Iterable[Entry], single_file: bool = False) -> "Manifest":
+        """Sort and validate entries into a manifest."""
+        manifest = cls(tuple(sorted(entries, key=lambda e: e.path)), single_file)
+        manifest.validate()
+        return manifest
+
+    @property
+    def size(self) -> int:
+        """Total bytes of all files."""
+        return sum(e.size for e in self.entries if e.type == FILE)
+
+    @property
+    def file_count(self) -> int:
+        """Number of files and links."""
+        return len(self.entries)
+
+    def digests(self) -> set[str]:
+        """Every object digest the manifest refers to."""
+        return {e.digest for e in self.entries if e.type == FILE}
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON: the same manifest always serialises to the same bytes."""
+        doc = {
+            "format": _FORMAT,
+            "hash": ALGORITHM,
+            "single_file": self.single_file,
+            "entries": [e.to_dict() for e in self.entries],
+        }
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+    @property
+    def digest(self) -> str:
+        """Digest of the canonical bytes, computed once."""
+        if not self._digest:
+            self._digest.append(hash_bytes(self.to_bytes()))
+        return self._digest[0]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "Manifest":
+        """Parse and validate stored bytes; never trusts them."""
+        try:
+            doc = json.loads(data)
+            if doc.get("format") != _FORMAT or doc.get("hash") != ALGORITHM:
+                raise IntegrityError(f"unsupported manifest format {doc.get('format')!r}")
+            entries = tuple(Entry.from_dict(e) for e in doc["entries"])
+            single = bool(doc.get("single_file", False))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError("manifest is not valid JSON of the expected shape") from exc
+        manifest = cls(entries, single)
+        manifest.validate()
+        return manifest
+
+    def validate(self) -> None:
+        """Refuse anything that could write outside the destination when restored."""
+        seen: set[str] = set()
+        links: set[str] = set()
+        files: set[str] = set()
+        for entry in self.entries:
+            path = entry.path
+            _check_relative(path, "path")
+            if path in seen:
+                raise UnsafePathError(f"manifest lists {path!r} twice")
+            seen.add(path)
+            (links if entry.type == LINK else files).add(path)
+            if entry.type == LINK:
+                _check_link_target(path, entry.target)
+        for path in seen:
+            parent = posixpath.dirname(path)
+            while parent:
+                if parent in links:
+                    raise UnsafePathError(f"manifest entry {path!r} lies below the symlink {parent!r}")
+                if parent in files:
+                    raise UnsafePathError(f"manifest entry {path!r} lies below the file {parent!r}")
+                parent = posixpath.dirname(parent)
+        if self.single_file and (len(self.entries) != 1 or "/" in self.entries[0].path):
+            raise IntegrityError("a single-file manifest must hold exactly one top-level entry")
+
+
+def _check_relative(path: str, what: str) -> None:
+    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
+        raise UnsafePathError(f"manifest {what} {path!r} is absolute or malformed")
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise UnsafePathError(f"manifest {what} {path!r} escapes its folder")
+
+
+def _check_link_target(path: str, target: str) -> None:
+    if not target or target.startswith("/") or "\x00" in target:
+        raise UnsafePathError(f"symlink {path!r} points outside the artifact ({target!r})")
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+    if resolved == ".." or resolved.startswith("../"):
+        raise UnsafePathError(f"symlink {path!r} points outside the artifact ({target!r})")
