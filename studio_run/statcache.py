@@ -54,7 +54,7 @@ class StatCache:
 
     def put(self, key: StatKey, digest: str, hashed_at_ns: int) -> None:
         """Remember a digest computed from a read that started at ``hashed_at_ns``."""
-        if hashed_at_ns - key[3] < _RACY_NS or hashed_at_ns - key[4] < _RACY_NS:
+        if hashed_at_ns - key[3] < _RACY_NS:
             return
         with self._lock:
             self._memory[key[:2]] = (key, digest)

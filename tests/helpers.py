@@ -1,0 +1,40 @@
+"""Shared helpers for tests that drive ``studio`` as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def studio_env(home: str, **extra: str) -> dict[str, str]:
+    """An environment with a throwaway HOME and STUDIOML_HOME, and no real cloud credentials."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GOOGLE_", "STUDIO"))}
+    env.update(HOME=home, STUDIOML_HOME=os.path.join(home, ".studioml"), PYTHONPATH=REPO)
+    env.update(extra)
+    return env
+
+
+def studio(
+    *args: str, home: str, cwd: Optional[str] = None, timeout: float = 120, **extra: str
+) -> subprocess.CompletedProcess:
+    """Run ``studio ARGS`` in a subprocess; returns the completed process with text output."""
+    return subprocess.run(
+        [sys.executable, "-m", "studio_run", *args],
+        cwd=cwd or home,
+        env=studio_env(home, **extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_script(folder: str, name: str, body: str) -> str:
+    """Write a Python script and return its path."""
+    path = os.path.join(folder, name)
+    with open(path, "w") as f:
+        f.write(body)
+    return path
