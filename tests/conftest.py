@@ -1,0 +1,91 @@
+"""Session-wide test servers on loopback, started by the suite itself (see ``tests/servers.py``).
+
+A server that cannot start fails every test that asked for it, with the reason: a skip would
+read as green while the backend went untested.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from tests.servers import FakeGCSServer, MotoS3Server, RedisServer, ServerStartError, SSHServer
+
+# Fake but recognisable: tests assert that the secret never shows up in a URL, repr or message.
+FAKE_AWS_SECRET = "fake-secret-for-studio-tests"
+
+_FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "test",
+    "AWS_SECRET_ACCESS_KEY": FAKE_AWS_SECRET,
+    "AWS_DEFAULT_REGION": "us-east-1",
+    # No profile, config file or instance metadata: nothing real can be picked up.
+    "AWS_CONFIG_FILE": "/nonexistent/studio-tests/aws-config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/studio-tests/aws-credentials",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+_UNSET_AWS_ENV = ["AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
+
+
+def _start(server) -> None:
+    try:
+        server.start()
+        return
+    except ServerStartError as exc:
+        reason = str(exc)
+    pytest.fail(reason, pytrace=False)  # outside the except: one clear message, no chained trace
+
+
+@pytest.fixture(scope="session")
+def fake_aws_env() -> Iterator[None]:
+    """Fake AWS credentials and region for the whole session, so real ones are never used."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in _FAKE_AWS_ENV.items():
+            mp.setenv(name, value)
+        for name in _UNSET_AWS_ENV:
+            mp.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def s3_server(fake_aws_env) -> Iterator[MotoS3Server]:
+    """moto's S3 on 127.0.0.1; ``.endpoint`` is its URL, ``.reset()`` empties it."""
+    server = MotoS3Server()
+    _start(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory) -> Iterator[FakeGCSServer]:
+    """fake-gcs-server on 127.0.0.1 (in memory); ``.endpoint`` is its URL."""
+    server = FakeGCSServer(tmp_path_factory.mktemp("gcs"))
+    _start(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory) -> Iterator[SSHServer]:
+    """OpenSSH sshd on 127.0.0.1; ``.url(path)`` and ``.options()`` open a store on it."""
+    server = SSHServer(tmp_path_factory.mktemp("sshd"))
+    _start(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """redis-server on 127.0.0.1 without persistence; ``.url`` is ``redis://127.0.0.1:PORT/0``."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    _start(server)
+    try:
+        yield server
+    finally:
+        server.stop()

