@@ -17,7 +17,7 @@ from .errors import UnsafePathError
 from .objects.manifest import LINK, Manifest
 from .objects.repository import Repository
 
-__all__ = ["materialize", "make_read_only"]
+__all__ = ["make_read_only", "materialize"]
 
 _WORKERS = 4
 

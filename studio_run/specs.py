@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import click
 
-__all__ = ["ArtifactRef", "CaptureSpec", "CAPTURE", "REUSE", "ReuseSpec", "ARTIFACT_REF", "check_tag"]
+__all__ = ["ARTIFACT_REF", "ArtifactRef", "CAPTURE", "CaptureSpec", "REUSE", "ReuseSpec", "check_tag"]
 
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -1,0 +1,55 @@
+"""The option mini-languages, from a table of valid and invalid strings."""
+
+from __future__ import annotations
+
+import os
+
+import click
+import pytest
+
+from studio_run.specs import ARTIFACT_REF, CAPTURE, REUSE, ArtifactRef, CaptureSpec, ReuseSpec
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("/data:data", CaptureSpec("/data", "data")),
+        ("~/w:weights", CaptureSpec(os.path.expanduser("~/w"), "weights")),
+        ("/a:b:tag", CaptureSpec("/a:b", "tag")),
+        ("rel/dir:t.1_x-y", CaptureSpec(os.path.abspath("rel/dir"), "t.1_x-y")),
+    ],
+)
+def test_capture_spec_valid(text, expected):
+    assert CAPTURE.convert(text, None, None) == expected
+
+
+@pytest.mark.parametrize("text", ["/data", ":tag", "/data:", "/data:a/b", "/data:-x", "/d:has space"])
+def test_capture_spec_invalid(text):
+    with pytest.raises(click.BadParameter):
+        CAPTURE.convert(text, None, None)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("linreg/weights:w", ReuseSpec(ArtifactRef("linreg", "weights"), "w")),
+        ("linreg/weights", ReuseSpec(ArtifactRef("linreg", "weights"), "weights")),
+        ("linreg/weights@2:w", ReuseSpec(ArtifactRef("linreg", "weights", "2"), "w")),
+        ("e/t@20261122T192448000000Z-1a2b3c:x",
+         ReuseSpec(ArtifactRef("e", "t", "20261122T192448000000Z-1a2b3c"), "x")),
+    ],
+)
+def test_reuse_spec_valid(text, expected):
+    assert REUSE.convert(text, None, None) == expected
+
+
+@pytest.mark.parametrize("text", ["linreg", "/weights:w", "linreg/:w", "linreg/w@:x", "linreg/w:a/b", "a b/w:x",
+                                  "e/t/u:x"])
+def test_reuse_spec_invalid(text):
+    with pytest.raises(click.BadParameter):
+        REUSE.convert(text, None, None)
+
+
+@pytest.mark.parametrize("text", ["exp/tag", "exp/tag@3"])
+def test_artifact_ref_round_trips_to_text(text):
+    assert str(ARTIFACT_REF.convert(text, None, None)) == text
