@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -137,12 +138,12 @@ class _Run:
         artifacts = {t.tag: t.path for t in once + continuous}
         artifacts.update(self._fill_cache())
         record.reuses = list(self.reused)
-        env = self._environment()
-        git = env.get("git") or {}
-        record.git_commit, record.git_dirty = git.get("commit"), git.get("dirty")
+        # Packages and git facts take tens of milliseconds: gather them while the script runs.
+        environment = ThreadPoolExecutor(1, thread_name_prefix="studio-env")
+        env_future = environment.submit(self._environment)
+        environment.shutdown(wait=False)
         capturer.capture(continuous, publish=False)
         capturer.publish()
-        self.store.publish_environment(self.experiment, self.run_id, env)
 
         handoff_path = os.path.join(self.run_dir, "handoff.json")
         version = self._version()
@@ -159,6 +160,10 @@ class _Run:
             capturer.stop()
         with ui.progress("final capture") as advance:
             capturer.capture(continuous, retries=_FINAL_RETRIES, progress=advance, publish=False)
+        env = env_future.result()
+        git = env.get("git") or {}
+        record.git_commit, record.git_dirty = git.get("commit"), git.get("dirty")
+        self.store.publish_environment(self.experiment, self.run_id, env)
         record.exit_code = result.exit_code
         record.ended_at = time.time()
         record.status = "interrupted" if result.interrupted_by else ("finished" if result.exit_code == 0 else "failed")

@@ -190,7 +190,7 @@ def test_installed_packages():
 
 def test_installed_packages_are_listed_once_when_installed_twice(tmp_path, monkeypatch):
     for folder, version in (("first", "1.0"), ("second", "2.0")):
-        info = tmp_path / folder / "Dup_Pkg-x.dist-info"
+        info = tmp_path / folder / f"Dup_Pkg-{version}.dist-info"
         info.mkdir(parents=True)
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: Dup_Pkg\nVersion: {version}\n")
         monkeypatch.syspath_prepend(str(tmp_path / folder))
