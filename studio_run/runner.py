@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from . import ui
 from .cache import BlobCache
@@ -161,7 +161,7 @@ class _Run:
         with ui.progress("final capture") as advance:
             capturer.capture(continuous, retries=_FINAL_RETRIES, progress=advance, publish=False)
         env = env_future.result()
-        git = env.get("git") or {}
+        git: dict[str, Any] = env.get("git") or {}  # type: ignore[assignment]
         record.git_commit, record.git_dirty = git.get("commit"), git.get("dirty")
         self.store.publish_environment(self.experiment, self.run_id, env)
         record.exit_code = result.exit_code
@@ -216,7 +216,7 @@ class _Run:
             ui.info(f"reuse {reuse.experiment}/{reuse.tag}@{reuse.version} as {reuse.alias!r} ({how})")
         return paths
 
-    def _environment(self) -> dict:
+    def _environment(self) -> dict[str, Any]:
         from .environment import git_facts, host_facts, installed_packages
 
         return {"host": host_facts(), "packages": installed_packages(), "git": git_facts(self.request.cwd)}

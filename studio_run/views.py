@@ -76,8 +76,9 @@ def print_experiment(record: RunRecord, runs: list[RunRecord], env: dict[str, An
         lineage = Table(title="reused (lineage)", title_justify="left")
         for column in ("alias", "from", "run", "digest"):
             lineage.add_column(column)
-        for r in record.reuses:
-            lineage.add_row(r.alias, f"{r.experiment}/{r.tag}@{r.version}", r.run_id, r.digest[:16])
+        for reuse in record.reuses:
+            lineage.add_row(reuse.alias, f"{reuse.experiment}/{reuse.tag}@{reuse.version}", reuse.run_id,
+                            reuse.digest[:16])
         console.print(lineage)
     versions = Table(title="versions", title_justify="left")
     for column in ("version", "run", "status", "started", "artifacts"):

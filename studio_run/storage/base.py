@@ -19,6 +19,7 @@ Promises every backend keeps (checked by ``tests/storage/contract.py``):
 from __future__ import annotations
 
 import abc
+import builtins
 import os
 import tempfile
 from dataclasses import dataclass
@@ -92,12 +93,12 @@ class Storage(abc.ABC):
         data = self.read_bytes(key)
         _write_local_atomic(local_path, data)
 
-    def list_dirs(self, prefix: str) -> list[str]:
+    def list_dirs(self, prefix: str) -> builtins.list[str]:
         """Names one level below ``prefix`` (which ends with ``/``), sorted and unique."""
         names = {key[len(prefix):].split("/", 1)[0] for key in self.list(prefix)}
         return sorted(n for n in names if n)
 
-    def delete_many(self, keys: list[str]) -> None:
+    def delete_many(self, keys: builtins.list[str]) -> None:
         """Delete several keys, ignoring those already gone. Backends may batch."""
         for key in keys:
             try:
