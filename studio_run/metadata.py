@@ -14,6 +14,7 @@ Records hold no local paths as identity and no credentials.
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -30,6 +31,7 @@ __all__ = [
     "RunRecord",
     "TERMINAL",
     "check_experiment_name",
+    "effective_status",
     "new_run_id",
 ]
 
@@ -118,6 +120,7 @@ class RunRecord:
     artifacts: dict[str, ArtifactRecord] = field(default_factory=dict)
     reuses: list[ReuseRecord] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    pid: Optional[int] = None
     version: int = 0  # derived from the run's position; not stored
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +139,23 @@ class RunRecord:
         fields["reuses"] = [ReuseRecord.from_dict(r) for r in data.get("reuses", [])]
         fields.pop("version", None)
         return cls(**fields)
+
+
+def effective_status(record: RunRecord, hostname: str) -> str:
+    """The status to show: a ``running`` run whose runner died on this host shows as ``lost``.
+
+    A runner killed with ``kill -9`` (or a machine that lost power) never writes its final
+    status; its snapshots up to then are complete and usable, but the run is not running.
+    """
+    if record.status != "running" or record.host != hostname or not record.pid:
+        return record.status
+    try:
+        os.kill(record.pid, 0)
+    except ProcessLookupError:
+        return "lost"
+    except PermissionError:
+        pass
+    return record.status
 
 
 class RecordStore:

@@ -182,6 +182,7 @@ class _Run:
             experiment=self.experiment,
             run_id=self.run_id,
             started_at=time.time(),
+            pid=os.getpid(),
             command=shown + list(request.args),
             script=request.module or request.script or "",
             host=facts.get("host") or socket.gethostname(),

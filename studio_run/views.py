@@ -5,13 +5,16 @@ Kept apart from the CLI so the commands stay wiring and the layout can be read i
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any, Optional
 
-from .metadata import RunRecord
+from .metadata import RunRecord, effective_status
 from .ui import format_size
 
 __all__ = ["print_experiment", "print_runs"]
+
+_HOST = socket.gethostname()
 
 
 def _when(ts: Optional[float]) -> str:
@@ -41,9 +44,9 @@ def print_runs(records: list[RunRecord], store_url: str) -> None:
     for r in records:
         tags = ", ".join(sorted(t for t, a in r.artifacts.items() if a.digest))
         exit_code = "" if r.exit_code is None else str(r.exit_code)
-        table.add_row(r.experiment, str(r.version), r.status, exit_code, _when(r.started_at), _duration(r), tags)
+        table.add_row(r.experiment, str(r.version), effective_status(r, _HOST), exit_code, _when(r.started_at), _duration(r), tags)
     if not records:
-        _console().print(f"no runs in {store_url} yet; start one with `studio run SCRIPT`")
+        print(f"no runs in {store_url} yet; start one with `studio run SCRIPT`")
         return
     _console().print(table)
 
@@ -55,7 +58,7 @@ def print_experiment(record: RunRecord, runs: list[RunRecord], env: dict[str, An
     console = _console()
     code = "" if record.exit_code is None else f" (exit code {record.exit_code})"
     console.print(f"[bold]{record.experiment}[/bold] version {record.version} - run {record.run_id}")
-    console.print(f"  status   {record.status}{code}")
+    console.print(f"  status   {effective_status(record, _HOST)}{code}")
     console.print(f"  started  {_when(record.started_at)}   ended {_when(record.ended_at)}   took {_duration(record)}")
     console.print(f"  command  {' '.join(record.command)}")
     console.print(f"  host     {record.user}@{record.host}   python {record.python}")
@@ -85,5 +88,5 @@ def print_experiment(record: RunRecord, runs: list[RunRecord], env: dict[str, An
         versions.add_column(column)
     for r in runs:
         tags = ", ".join(sorted(t for t, a in r.artifacts.items() if a.digest))
-        versions.add_row(str(r.version), r.run_id, r.status, _when(r.started_at), tags)
+        versions.add_row(str(r.version), r.run_id, effective_status(r, _HOST), _when(r.started_at), tags)
     console.print(versions)

@@ -91,4 +91,4 @@ def test_kill_9_mid_capture_keeps_the_store_consistent(home):
     got = studio("get", "churn/out", newest, home=home)
     assert got.returncode == 0, got.stderr
     listed = studio("list", home=home)
-    assert listed.returncode == 0 and "running" in listed.stdout
+    assert listed.returncode == 0 and "lost" in listed.stdout

@@ -290,3 +290,26 @@ for i in range(6):
     record = _last_record(home, "periodic")
     assert record["artifacts"]["out"]["snapshots"] >= 3
     assert time.time() - record["ended_at"] < 120
+
+
+def _object_bytes(home: str) -> int:
+    root = os.path.join(home, ".studioml", "store", "objects")
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
+
+
+def test_identical_content_across_experiments_is_stored_once(home):
+    a, b = os.path.join(home, "a"), os.path.join(home, "b")
+    payload = os.urandom(1 << 20)
+    for folder in (a, b):
+        os.makedirs(folder)
+        with open(os.path.join(folder, "weights.bin"), "wb") as f:
+            f.write(payload)
+    script = write_script(home, "noop.py", "")
+    assert studio("run", "-e", "first", f"--capture-once={a}:w", script, home=home).returncode == 0
+    before = _object_bytes(home)
+    assert studio("run", "-e", "second", f"--capture-once={b}:w", script, home=home).returncode == 0
+    after = _object_bytes(home)
+    assert after - before < 4096  # only the second run's own small output/workspace objects, if any
+    first = _last_record(home, "first")["artifacts"]["w"]["digest"]
+    second = _last_record(home, "second")["artifacts"]["w"]["digest"]
+    assert first == second
