@@ -66,6 +66,23 @@ class IgnoreRules:
         return cls(root, _read_lines(os.path.join(root, _STUDIOIGNORE)))
 
     @classmethod
+    def for_workspace(cls, root: str, exclude: Iterable[str] = ()) -> IgnoreRules:
+        """``for_directory`` plus absolute paths that are never part of the workspace.
+
+        Used for studio's own folders (the store, the blob cache) and for folders captured as
+        artifacts of their own, when they lie inside the working directory. They are added
+        after ``.studioignore``'s lines, so no ``!`` rule can bring them back.
+        """
+        root = os.path.abspath(os.fspath(root))
+        extra = []
+        for path in exclude:
+            rel = os.path.relpath(os.path.abspath(path), root)
+            if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
+                continue
+            extra.append("/" + _escape(rel.replace(os.sep, "/")))
+        return cls(root, _read_lines(os.path.join(root, _STUDIOIGNORE)) + extra)
+
+    @classmethod
     def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
         """Rules from lines in gitignore syntax, as if they were a root ``.studioignore``."""
         return cls(None, lines)
@@ -163,6 +180,11 @@ def _decide(chain: _Chain, rel: str, name: str, is_dir: bool) -> bool:
         if fullmatch(name if basename else rel[prefix_len:]) is not None:
             return not negate
     return False
+
+
+def _escape(path: str) -> str:
+    """A literal path as a gitignore pattern: glob characters and a leading ``#``/``!`` escaped."""
+    return re.sub(r"([*?\[\\#!])", r"\\\1", path)
 
 
 def _read_lines(path: str) -> list[str]:

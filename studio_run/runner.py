@@ -198,7 +198,13 @@ class _Run:
         continuous = {s.tag: Target(s.tag, s.path, "capture") for s in request.captures}
         taken = set(once) | set(continuous)
         if "workspace" not in taken:
-            once["workspace"] = Target("workspace", request.cwd, "workspace", IgnoreRules.for_directory(request.cwd))
+            # Never snapshot studio's own folders or other artifacts into the workspace.
+            exclude = [self.config.home, self.config.blobcache, self.run_dir]
+            if self.store.local_repo.is_local:
+                exclude.append(self.store.local_repo.storage.root)  # type: ignore[attr-defined]
+            exclude += [s.path for s in request.captures + request.captures_once]
+            rules = IgnoreRules.for_workspace(request.cwd, exclude)
+            once["workspace"] = Target("workspace", request.cwd, "workspace", rules)
         for tag in ("output", "modeldir", "tb"):
             if tag not in taken:
                 lock = self.log_lock if tag == "output" else None

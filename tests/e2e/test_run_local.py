@@ -313,3 +313,13 @@ def test_identical_content_across_experiments_is_stored_once(home):
     first = _last_record(home, "first")["artifacts"]["w"]["digest"]
     second = _last_record(home, "second")["artifacts"]["w"]["digest"]
     assert first == second
+
+
+def test_workspace_never_holds_the_store_or_other_artifacts(home):
+    out = os.path.join(home, "out")
+    script = write_script(home, "noop.py", "")
+    assert studio("run", "-e", "first", script, home=home).returncode == 0  # the store now lies in cwd
+    assert studio("run", "-e", "self", f"--capture={out}:out", script, home=home).returncode == 0
+    dest = os.path.join(home, "ws")
+    assert studio("get", "self/workspace", dest, home=home).returncode == 0
+    assert sorted(os.listdir(dest)) == ["noop.py"]
