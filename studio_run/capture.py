@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 from .objects.digest import hash_bytes, hash_file
-from .objects.manifest import FILE, LINK, Entry, Manifest
+from .objects.manifest import LINK, Entry, Manifest
 from .objects.repository import Repository
 from .statcache import StatCache, now_ns, stat_key
 
