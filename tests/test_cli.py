@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from click.testing import CliRunner
 
@@ -49,9 +47,9 @@ def test_run_records_and_lists_in_process(env, monkeypatch):
         (["run", "--capture-interval", "0", "x.py"], 2, "not a duration"),
     ],
 )
-def test_main_turns_errors_into_one_line(env, capsys, argv, code, message):
+def test_main_turns_errors_into_one_line(env, capsys, monkeypatch, argv, code, message):
     (env / "x.py").write_text("")
-    os.chdir(env)
+    monkeypatch.chdir(env)
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == code
