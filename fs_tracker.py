@@ -5,22 +5,35 @@ works unchanged whether it runs locally or on a worker, and importing this modul
 no click, rich or cloud SDK is imported.
 
     weights = fs_tracker.get_artifact("weights")   # a local folder path for any tag
+
+Files the script produces at moments only it knows go through the upload API, which copies
+the file once and returns at once; studio delivers it in the background::
+
+    fs_tracker.upload_file("checkpoints/ep3.pt", "out/ep3.pt")
+    fs_tracker.link("checkpoints/ep3.pt", "checkpoints/latest.pt")
+    fs_tracker.flush(timeout=600)   # optional: wait, raise UploadError on failure
+
+The upload machinery lives in ``studio_run.uploads`` and is imported on the first call.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 __all__ = [
     "ArtifactNotFound",
     "NotUnderStudio",
+    "flush",
     "get_artifact",
     "get_artifacts",
     "get_experiment_key",
     "get_model_directory",
     "get_run_id",
     "get_tensorboard_dir",
+    "init",
+    "link",
+    "upload_file",
 ]
 
 _cache: dict[str, object] = {}
@@ -84,3 +97,62 @@ def get_experiment_key() -> str:
 def get_run_id() -> Optional[str]:
     """This run's id (unique across machines; sorts by start time)."""
     return str(_handoff().run_id)
+
+
+def upload_file(remote_name: str, local_path: str, *, overwrite: bool = True) -> str:
+    """Hand the file at ``local_path`` to studio as ``remote_name`` and return at once.
+
+    The file is copied once (cloned where the filesystem can) before this returns, so the
+    caller may overwrite or delete it right away: the upload carries the content as it was
+    now. ``remote_name`` may use ``{experiment}``, ``{run}`` and ``{rank}``; the expanded name
+    is returned. Uploading a name again replaces it (the latest call wins); with
+    ``overwrite=False`` a name already uploaded or pending raises ``FileExistsError``.
+    Failures of earlier uploads raise ``studio_run.errors.UploadError`` here (this call then
+    does nothing) or at ``flush``.
+    """
+    api = _uploads()
+    try:
+        return str(api.upload_file(remote_name, local_path, overwrite=overwrite))
+    except api.NoUploadTarget as exc:
+        raise NotUnderStudio(str(exc)) from None
+
+
+def link(target: str, name: str, *, overwrite: bool = True) -> str:
+    """Make ``name`` read as the uploaded file ``target`` (like ``ln -s target name``)."""
+    api = _uploads()
+    try:
+        return str(api.link(target, name, overwrite=overwrite))
+    except api.NoUploadTarget as exc:
+        raise NotUnderStudio(str(exc)) from None
+
+
+def flush(timeout: Optional[float] = None) -> None:
+    """Wait until every file handed over so far is delivered; raise ``UploadError`` on failures
+    and ``TimeoutError`` when ``timeout`` seconds pass first."""
+    _uploads().flush(timeout)
+
+
+def init(
+    store: Optional[str] = None,
+    experiment: Optional[str] = None,
+    *,
+    destinations: Optional[Sequence[Any]] = None,
+    policy: Optional[str] = None,
+    queue_size: Any = None,
+    wait: Any = None,
+) -> None:
+    """Say where uploads go: needed outside ``studio run`` (or set ``STUDIO_EXPERIMENT``).
+
+    ``store`` is a store URL (default: the configured store), ``experiment`` the experiment
+    the files are recorded under. ``destinations`` lists ``Destination`` objects and/or
+    ``"store"`` (e.g. ``["store", WandbDestination(project="p")]``). ``policy`` (``"block"``
+    or ``"latest"``), ``queue_size`` (``"2GiB"``) and ``wait`` (``"10m"``) override the config.
+    """
+    _uploads().init(store, experiment, destinations=destinations, policy=policy,
+                    queue_size=queue_size, wait=wait)
+
+
+def _uploads():  # type: ignore[no-untyped-def]
+    from studio_run.uploads import api
+
+    return api
