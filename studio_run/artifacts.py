@@ -7,12 +7,14 @@ Both verify every byte against its digest and refuse manifests that would escape
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import tempfile
 from typing import Callable, Optional
 
 from .errors import NotFoundError
 from .metadata import ArtifactRecord, RunRecord
+from .objects.manifest import LINK, Manifest
 from .restore import materialize
 from .specs import ArtifactRef
 from .store import Store
@@ -43,6 +45,8 @@ def fetch_artifact(
     _record, art = resolve_artifact(store, ref)
     manifest = store.repo.get_manifest(art.digest)
     dest = os.path.abspath(os.path.expanduser(dest))
+    if ref.path:
+        return _fetch_one(store, ref, manifest, dest, progress)
     if not manifest.single_file or os.path.isdir(dest):
         return materialize(store.repo, manifest, dest, progress=progress)
     parent = os.path.dirname(dest)
@@ -53,4 +57,30 @@ def fetch_artifact(
         os.replace(written, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _fetch_one(
+    store: Store, ref: ArtifactRef, manifest: Manifest, dest: str, progress: Optional[Callable[[int], None]]
+) -> str:
+    """Write one file of the artifact (a link is followed to the file it names) to ``dest``,
+    or into ``dest`` when that is an existing folder."""
+    entries = {e.path: e for e in manifest.entries}
+    path = ref.path or ""
+    for _hop in range(len(entries) + 1):
+        entry = entries.get(path)
+        if entry is None or entry.type != LINK:
+            break
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(path), entry.target))
+    if entry is None or entry.type == LINK:
+        below = sorted(p for p in entries if p.startswith(f"{ref.path}/"))
+        hint = f"; it is a folder holding {', '.join(below[:5])}" if below else ""
+        raise NotFoundError(f"{ref.experiment}/{ref.tag} has no file {ref.path!r}{hint}")
+    if os.path.isdir(dest):
+        dest = os.path.join(dest, posixpath.basename(ref.path or path))
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    store.repo.get_object_file(entry.digest, dest)
+    os.chmod(dest, entry.mode)
+    if progress:
+        progress(entry.size)
     return dest

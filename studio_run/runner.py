@@ -34,6 +34,7 @@ from .metadata import ReuseRecord, RunRecord, check_experiment_name, new_run_id
 from .specs import CaptureSpec, ReuseSpec
 from .statcache import StatCache
 from .store import Store, open_store
+from .uploads.collect import collect_files, handoff_settings, report_undelivered
 
 __all__ = ["DEFAULT_TAGS", "RunRequest", "run"]
 
@@ -148,7 +149,7 @@ class _Run:
         handoff_path = os.path.join(self.run_dir, "handoff.json")
         version = self._version()
         write_handoff(handoff_path, Handoff(self.experiment, self.run_id, version, self.store.url,
-                                            self.run_dir, artifacts))
+                                            self.run_dir, artifacts, upload=handoff_settings(self.config)))
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{ENV_VAR: handoff_path})
         command = [sys.executable] + (["-m", request.module] if request.module else [request.script or ""])
         command += list(request.args)
@@ -160,6 +161,9 @@ class _Run:
             capturer.stop()
         with ui.progress("final capture") as advance:
             capturer.capture(continuous, retries=_FINAL_RETRIES, progress=advance, publish=False)
+        files = collect_files(self.store, self.run_dir)  # what the script sent to fs_tracker.upload_file
+        if files.artifact is not None:
+            record.artifacts[files.artifact.tag] = files.artifact
         env = env_future.result()
         git: dict[str, Any] = env.get("git") or {}  # type: ignore[assignment]
         record.git_commit, record.git_dirty = git.get("commit"), git.get("dirty")
@@ -170,7 +174,8 @@ class _Run:
         capturer.publish(final=True)
         self._finish_remote()
         self._summary(record, version, capturer)
-        return result.exit_code
+        report_undelivered(files)
+        return files.exit_code(result.exit_code)
 
     def _new_record(self) -> RunRecord:
         from .environment import host_facts

@@ -33,14 +33,17 @@ class CaptureSpec:
 
 @dataclass(frozen=True)
 class ArtifactRef:
-    """An artifact of a stored experiment: ``EXP/TAG`` with an optional ``@VERSION``."""
+    """An artifact of a stored experiment: ``EXP/TAG`` with an optional ``@VERSION``, and
+    optionally one file in it (``EXP/files/checkpoints/ep3.pt``)."""
 
     experiment: str
     tag: str
     version: Optional[str] = None
+    path: Optional[str] = None
 
     def __str__(self) -> str:
-        return f"{self.experiment}/{self.tag}" + (f"@{self.version}" if self.version else "")
+        text = f"{self.experiment}/{self.tag}" + (f"@{self.version}" if self.version else "")
+        return text + (f"/{self.path}" if self.path else "")
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,17 @@ class _CaptureType(click.ParamType):
 
 
 def parse_ref(text: str) -> ArtifactRef:
-    """``EXP/TAG`` or ``EXP/TAG@VERSION`` (VERSION: a number from 1, or a run id); ValueError if not."""
+    """``EXP/TAG[@VERSION][/PATH]`` (VERSION: a number from 1, or a run id); ValueError if not.
+
+    PATH names one file inside the artifact (``exp/files/checkpoints/ep3.pt``); it may hold
+    ``@`` since the version is read from the TAG part only.
+    """
     exp, sep, rest = text.partition("/")
     if not sep or not exp or not rest:
         raise ValueError(f"{text!r} needs the form EXPERIMENT/TAG[@VERSION], e.g. linreg/weights@2")
+    rest, slash, path = rest.partition("/")
+    if slash and any(part in ("", ".", "..") for part in path.split("/")):
+        raise ValueError(f"path {path!r} in {text!r} must be a relative path inside the artifact")
     tag, at, version = rest.partition("@")
     if not check_tag(tag):
         raise ValueError(f"tag {tag!r} in {text!r} must be letters, digits, '.', '_' or '-'")
@@ -83,11 +93,11 @@ def parse_ref(text: str) -> ArtifactRef:
         check_experiment_name(exp)
     except UsageError as exc:
         raise ValueError(str(exc)) from None
-    return ArtifactRef(exp, tag, version or None)
+    return ArtifactRef(exp, tag, version or None, path or None)
 
 
 class _RefType(click.ParamType):
-    name = "EXP/TAG[@VERSION]"
+    name = "EXP/TAG[@VERSION][/PATH]"
 
     def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> ArtifactRef:
         if isinstance(value, ArtifactRef):
@@ -110,6 +120,8 @@ class _ReuseType(click.ParamType):
             ref = parse_ref(ref_text)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+        if ref.path:
+            self.fail(f"{text!r}: --reuse takes a whole artifact (EXP/TAG), not a file inside it", param, ctx)
         if sep and not check_tag(alias):
             self.fail(f"alias {alias!r} in {text!r} must be letters, digits, '.', '_' or '-'", param, ctx)
         return ReuseSpec(ref, alias if sep else ref.tag)

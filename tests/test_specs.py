@@ -50,6 +50,24 @@ def test_reuse_spec_invalid(text):
         REUSE.convert(text, None, None)
 
 
-@pytest.mark.parametrize("text", ["exp/tag", "exp/tag@3"])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("exp/files/checkpoints/ep3.pt", ArtifactRef("exp", "files", None, "checkpoints/ep3.pt")),
+        ("exp/files@2/a@b.txt", ArtifactRef("exp", "files", "2", "a@b.txt")),
+        ("exp/files", ArtifactRef("exp", "files")),
+    ],
+)
+def test_artifact_ref_with_a_file_path(text, expected):
+    assert ARTIFACT_REF.convert(text, None, None) == expected
+
+
+@pytest.mark.parametrize("text", ["exp/files/", "exp/files/a//b", "exp/files/../x", "exp/files/./x"])
+def test_artifact_ref_with_a_bad_path(text):
+    with pytest.raises(click.BadParameter):
+        ARTIFACT_REF.convert(text, None, None)
+
+
+@pytest.mark.parametrize("text", ["exp/tag", "exp/tag@3", "exp/files/a/b.pt", "exp/files@2/a.pt"])
 def test_artifact_ref_round_trips_to_text(text):
     assert str(ARTIFACT_REF.convert(text, None, None)) == text

@@ -27,6 +27,7 @@ from ..metadata import ArtifactRecord
 from ..objects.manifest import Entry, Manifest
 from ..objects.repository import Repository
 from ..storage.registry import redact_url
+from ..store import Store
 from .store_destination import FILES_TAG
 
 __all__ = ["CollectedFiles", "collect_files", "handoff_settings", "report_undelivered", "uploads_dir"]
@@ -78,8 +79,15 @@ class CollectedFiles:
         return script_exit_code
 
 
-def collect_files(repo: Repository, run_dir: str) -> CollectedFiles:
-    """Read every process's pointer and status below ``run_dir`` and build the artifact."""
+def collect_files(store: Store, run_dir: str) -> CollectedFiles:
+    """Read every process's pointer and status below ``run_dir`` and build the artifact.
+
+    The script's processes already put the objects and manifests in the target store. With a
+    remote store the manifest is also written to the local staging repository, where the
+    background ``Syncer`` looks for every artifact's manifest before it publishes the record;
+    finding it already in the store, it uploads nothing more.
+    """
+    repo = store.repo
     root = uploads_dir(run_dir)
     if not os.path.isdir(root):
         return CollectedFiles()
@@ -101,18 +109,21 @@ def collect_files(repo: Repository, run_dir: str) -> CollectedFiles:
         shutil.rmtree(os.path.join(folder, "staging"), ignore_errors=True)
     if not pointers:
         return CollectedFiles(None, dict(sorted(undelivered.items())))
-    if len(pointers) == 1:
-        digest, size, count = pointers[0]["digest"], int(pointers[0]["size"]), int(pointers[0]["files"])
-    else:
-        try:
+    try:
+        if len(pointers) == 1:
+            manifest = repo.get_manifest(pointers[0]["digest"]) if store.is_remote else None
+            digest, size, count = pointers[0]["digest"], int(pointers[0]["size"]), int(pointers[0]["files"])
+        else:
             manifest = _merge(repo, pointers)
             repo.put_manifest(manifest)
-        except (StudioError, OSError) as exc:  # the store went away: report, never lose the run
-            for pointer in pointers:
-                for name in pointer.get("names", {}):
-                    undelivered.setdefault(name, f"could not merge the processes' files: {exc}")
-            return CollectedFiles(None, dict(sorted(undelivered.items())))
-        digest, size, count = manifest.digest, manifest.size, manifest.file_count
+            digest, size, count = manifest.digest, manifest.size, manifest.file_count
+        if manifest is not None and store.is_remote:
+            store.local_repo.put_manifest(manifest)
+    except (StudioError, OSError) as exc:  # the store went away: report, never lose the run
+        for pointer in pointers:
+            for name in pointer.get("names", {}):
+                undelivered.setdefault(name, f"could not read the uploaded files' manifest: {exc}")
+        return CollectedFiles(None, dict(sorted(undelivered.items())))
     artifact = ArtifactRecord(
         tag=FILES_TAG, kind=FILES_TAG, digest=digest, size=size, files=count, snapshots=1, updated_at=time.time()
     )
