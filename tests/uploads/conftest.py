@@ -36,7 +36,8 @@ def store_url(request, studio_home, tmp_path):
     For S3 the endpoint goes into ``config.yaml`` (``store_options``), as a user would set it.
     """
     if request.param == "local":
-        return str(tmp_path / "store")
+        yield str(tmp_path / "store")
+        return
     server = request.getfixturevalue("s3_server")
     url = f"s3://studio-uploads-{os.urandom(4).hex()}/runs"
     (studio_home / "config.yaml").write_text(f"store: {url}\nstore_options:\n  endpoint: {server.endpoint}\n")
