@@ -28,7 +28,7 @@ import time
 from typing import Optional
 
 from ..metadata import ArtifactRecord, RunRecord
-from ..objects.digest import hash_file
+from ..objects.digest import hash_stream
 from ..objects.manifest import LINK, Entry, Manifest
 from ..store import Store
 from .destination import Destination
@@ -139,7 +139,8 @@ class StoreDestination(Destination):
         cannot tear. A local store adopts it with a hard link (fsynced first when the store
         is configured to fsync); a remote one gets it through ``put_object_file``.
         """
-        digest = hash_file(path)
+        with open(path, "rb") as f:
+            digest = hash_stream(f)  # one thread: the script's training loop keeps the other cores
         if not self.repo.is_local:
             self.repo.put_object_file(digest, path)
             return digest

@@ -45,6 +45,7 @@ POLICIES = ("block", "latest")
 TRANSIENT: tuple[type[BaseException], ...] = (StoreUnreachableError, ConnectionError, TimeoutError)
 _MAX_QUEUED = 100_000
 _STATUS_INTERVAL = 0.2
+_BACKGROUND_NICE = 10
 
 
 @dataclass(eq=False)
@@ -436,6 +437,10 @@ class Uploader:
 
     # -- the workers' side ----------------------------------------------------------------------
     def _work(self) -> None:
+        try:  # background work yields to the script (Linux nice is per thread)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _BACKGROUND_NICE)
+        except (OSError, AttributeError):
+            pass
         while True:
             with self._cond:
                 job = None

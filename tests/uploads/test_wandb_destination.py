@@ -15,7 +15,7 @@ import fs_tracker
 from studio_run.uploads import api
 from studio_run.uploads.wandb_destination import artifact_name
 
-wandb = pytest.importorskip("wandb", reason="pip install 'studio-run[wandb]'")
+import wandb  # noqa: F401  (in the test extras: a missing SDK fails loudly rather than skipping)
 
 
 @pytest.fixture
