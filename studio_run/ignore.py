@@ -21,9 +21,33 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 
-__all__ = ["IgnoreRules", "walk_files"]
+__all__ = ["SECRET_PATTERNS", "IgnoreRules", "walk_files"]
 
 _log = logging.getLogger(__name__)
+
+# Files that usually hold credentials: never part of a snapshot unless a .studioignore line
+# re-includes them with "!" (workspace only). Credentials must not travel into a shared store.
+SECRET_PATTERNS = (
+    ".env",
+    ".env.*",
+    "!.env.example",
+    "*.pem",
+    "*.key",
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    ".netrc",
+    ".git-credentials",
+    ".pypirc",
+    ".aws/",
+    ".ssh/",
+    ".gnupg/",
+    ".docker/config.json",
+    ".kube/config",
+    ".config/gcloud/",
+    "*credentials*.json",
+)
 
 _GIT_DIR = ".git"
 _GITIGNORE = ".gitignore"
@@ -71,7 +95,8 @@ class IgnoreRules:
 
         Used for studio's own folders (the store, the blob cache) and for folders captured as
         artifacts of their own, when they lie inside the working directory. They are added
-        after ``.studioignore``'s lines, so no ``!`` rule can bring them back.
+        after ``.studioignore``'s lines, so no ``!`` rule can bring them back. Credential files
+        (``SECRET_PATTERNS``) come first, so ``.studioignore`` may re-include one on purpose.
         """
         root = os.path.abspath(os.fspath(root))
         extra = []
@@ -80,7 +105,13 @@ class IgnoreRules:
             if rel == "." or rel.startswith(".." + os.sep) or rel == "..":
                 continue
             extra.append("/" + _escape(rel.replace(os.sep, "/")))
-        return cls(root, _read_lines(os.path.join(root, _STUDIOIGNORE)) + extra)
+        lines = list(SECRET_PATTERNS) + _read_lines(os.path.join(root, _STUDIOIGNORE)) + extra
+        return cls(root, lines)
+
+    @classmethod
+    def secrets_only(cls) -> IgnoreRules:
+        """Rules for ``--capture`` folders: only credential files are left out (no .gitignore)."""
+        return cls(None, SECRET_PATTERNS)
 
     @classmethod
     def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:

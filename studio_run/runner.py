@@ -199,8 +199,9 @@ class _Run:
         from .ignore import IgnoreRules
 
         request = self.request
-        once = {s.tag: Target(s.tag, s.path, "capture-once") for s in request.captures_once}
-        continuous = {s.tag: Target(s.tag, s.path, "capture") for s in request.captures}
+        secrets = IgnoreRules.secrets_only()
+        once = {s.tag: Target(s.tag, s.path, "capture-once", secrets) for s in request.captures_once}
+        continuous = {s.tag: Target(s.tag, s.path, "capture", secrets) for s in request.captures}
         taken = set(once) | set(continuous)
         if "workspace" not in taken:
             # Never snapshot studio's own folders or other artifacts into the workspace.

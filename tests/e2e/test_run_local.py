@@ -323,3 +323,25 @@ def test_workspace_never_holds_the_store_or_other_artifacts(home):
     dest = os.path.join(home, "ws")
     assert studio("get", "self/workspace", dest, home=home).returncode == 0
     assert sorted(os.listdir(dest)) == ["noop.py"]
+
+
+def test_credential_files_never_enter_a_snapshot(home):
+    work = os.path.join(home, "proj")
+    os.makedirs(os.path.join(work, ".aws"))
+    write_script(work, "train.py", "print('ok')\n")
+    write_script(work, ".env", "AWS_SECRET_ACCESS_KEY=topsecret\n")
+    write_script(os.path.join(work, ".aws"), "credentials", "[default]\naws_secret_access_key=topsecret\n")
+    out = os.path.join(home, "out")
+    os.makedirs(out)
+    write_script(out, "server.key", "-----BEGIN PRIVATE KEY-----\n")
+    write_script(out, "model.txt", "weights")
+    assert studio("run", "-e", "sec", f"--capture={out}:out", "train.py", home=home, cwd=work).returncode == 0
+    for tag, expected in (("workspace", ["train.py"]), ("out", ["model.txt"])):
+        dest = os.path.join(home, tag)
+        assert studio("get", f"sec/{tag}", dest, home=home).returncode == 0
+        assert sorted(os.listdir(dest)) == expected
+    store = os.path.join(home, ".studioml", "store")
+    for dirpath, _dirs, files in os.walk(store):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                assert b"topsecret" not in f.read()
