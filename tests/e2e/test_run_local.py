@@ -337,7 +337,7 @@ def test_credential_files_never_enter_a_snapshot(home):
     write_script(out, "model.txt", "weights")
     assert studio("run", "-e", "sec", f"--capture={out}:out", "train.py", home=home, cwd=work).returncode == 0
     for tag, expected in (("workspace", ["train.py"]), ("out", ["model.txt"])):
-        dest = os.path.join(home, tag)
+        dest = os.path.join(home, "restored-" + tag)
         assert studio("get", f"sec/{tag}", dest, home=home).returncode == 0
         assert sorted(os.listdir(dest)) == expected
     store = os.path.join(home, ".studioml", "store")
