@@ -21,7 +21,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 
-__all__ = ["SECRET_PATTERNS", "IgnoreRules", "walk_files"]
+__all__ = ["IgnoreRules", "SECRET_PATTERNS", "walk_files"]
 
 _log = logging.getLogger(__name__)
 
