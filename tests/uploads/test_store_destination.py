@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import threading
-import time
 
 import pytest
 
@@ -42,28 +40,42 @@ def _write_big(path: str, size: int) -> str:
     return h.hexdigest()
 
 
-def test_256_mib_costs_the_caller_one_local_copy_and_uploads_the_content_of_the_call(store_url, tmp_path):
-    # The issue asks for this bound in a test; it compares against a copy of the same file
-    # made in the same test (same disk, same page cache), best of three, with room to spare.
+def test_256_mib_costs_the_caller_one_local_copy_and_uploads_the_content_of_the_call(
+    store_url, tmp_path, monkeypatch
+):
+    # "At most one local copy" is checked by what the caller's thread does, not by a clock
+    # (timings live in benchmarks/upload_api.py): exactly one copy of the file's bytes, and every
+    # byte sent to the store from another thread.
+    from studio_run.uploads import store_destination, uploader
+
     src = str(tmp_path / "big.bin")
     expected = _write_big(src, 256 * MiB)
-    copies = []
-    for i in range(3):
-        started = time.perf_counter()
-        shutil.copyfile(src, str(tmp_path / "copy"))
-        copies.append(time.perf_counter() - started)
-        os.unlink(tmp_path / "copy")
+    caller = threading.get_ident()
+    copies: list[tuple[int, int]] = []
+    deliveries: list[int] = []
+    real_copy = uploader.clone_or_copy
+    real_upload = store_destination.StoreDestination.upload_file
+
+    def counting_copy(src_fd: int, dest: str, size: int) -> str:
+        copies.append((threading.get_ident(), size))
+        return real_copy(src_fd, dest, size)
+
+    def watched_upload(self, name: str, path: str) -> None:  # type: ignore[no-untyped-def]
+        deliveries.append(threading.get_ident())
+        return real_upload(self, name, path)
+
+    monkeypatch.setattr(uploader, "clone_or_copy", counting_copy)
+    monkeypatch.setattr(store_destination.StoreDestination, "upload_file", watched_upload)
     fs_tracker.init(store_url, "big")
-    started = time.perf_counter()
     fs_tracker.upload_file("weights/big.bin", src)
-    caller = time.perf_counter() - started
     with open(src, "r+b") as f:  # overwritten right after the call
         f.truncate(0)
         f.write(b"something else")
     fs_tracker.flush(300)
     fetched = _fetch(store_url, "big", "weights/big.bin", str(tmp_path / "fetched.bin"))
     assert digest_of(fetched) == expected
-    assert caller <= 1.5 * min(copies) + 0.25, f"upload_file took {caller:.3f} s, one copy {min(copies):.3f} s"
+    assert copies == [(caller, 256 * MiB)]
+    assert deliveries and caller not in deliveries
 
 
 def test_twenty_rapid_uploads_from_threads_end_with_the_last_content(store_url, tmp_path):
