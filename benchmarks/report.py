@@ -1,0 +1,78 @@
+"""Turn a run's results into ``latest.md`` (the table people read) and ``latest.json`` (everything)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+__all__ = ["render", "write"]
+
+MiB = 1 << 20
+
+
+def _size(n: float) -> str:
+    if n == 0:
+        return "0 B"
+    if abs(n) < MiB:
+        return f"{n / 1024:.1f} KiB"
+    if abs(n) < 1 << 30:
+        return f"{n / MiB:.1f} MiB"
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def _secs(s: float) -> str:
+    return f"{s:.3f}" if s < 10 else f"{s:.2f}"
+
+
+def render(result: dict[str, Any]) -> str:
+    """The markdown report: machine, goals, then one table per workload."""
+    out = [
+        "# Studio benchmarks",
+        "",
+        f"`{result['command']}` ({result['mode']}), {result['started']}, {result['minutes']:.1f} min. "
+        f"{result['reps']} repetitions per contender (W7, W8: {result['noop_reps']}), the contenders "
+        "alternated between repetitions (each repetition starts with a different one). Reproduce: "
+        "see `benchmarks/README.md`.",
+        "",
+    ]
+    if result["mode"] != "full":
+        out += ["**Quick mode: about 1/8 of the data, shorter training. The goals are stated for the full "
+                "sizes, so the met column here only shows that the harness works.**", ""]
+    out += ["## Machine", "", "| | |", "|---|---|"]
+    out += [f"| {k} | {v} |" for k, v in result["machine"].items()]
+    out += ["", "## Goals (studio over baseline; lower is better)", "",
+            "| id | workload | goal | measured | met |", "|---|---|---|---|---|"]
+    for w in result["workloads"]:
+        for g in w["goals"]:
+            met = {True: "yes", False: "**no**", None: "n/a"}[g["met"]]
+            out.append(f"| {w['id']} | {w['title']} | {g['text']} | {g['shown']} | {met} |")
+    out += ["", "## Results", ""]
+    for w in result["workloads"]:
+        out += [f"### {w['id']}: {w['title']}", "", w["data"], ""]
+        out += ["| contender | median s | min s | max s | written | content | peak RSS | studio / this |",
+                "|---|---|---|---|---|---|---|---|"]
+        primary = next((c["summary"] for c in w["contenders"] if c["label"] == w["primary"] and c["summary"]), None)
+        for c in w["contenders"]:
+            s = c["summary"]
+            if not s:
+                out.append(f"| {c['label']} | {c['status']}: {c['reason']} | | | | | | |")
+                continue
+            ratio = f"{primary['seconds'] / s['seconds']:.2f}" if primary and c["label"] != w["primary"] else ""
+            out.append(f"| {c['label']} | {_secs(s['seconds'])} | {_secs(s['min'])} | {_secs(s['max'])} | "
+                       f"{_size(s['written'])} | {_size(s['content'])} | {_size(s['peak_rss'])} | {ratio} |")
+        out += [""] + [f"- {n}" for n in w["notes"]] + ([""] if w["notes"] else [])
+    out += ["## How it was measured", ""] + [f"- {m}" for m in result["method"]] + [""]
+    return "\n".join(out)
+
+
+def write(out_dir: str, result: dict[str, Any]) -> str:
+    """Write ``latest.md`` and ``latest.json`` into ``out_dir`` (atomically); returns the markdown."""
+    os.makedirs(out_dir, exist_ok=True)
+    text = render(result)
+    for name, body in (("latest.md", text), ("latest.json", json.dumps(result, indent=1, sort_keys=True) + "\n")):
+        tmp = os.path.join(out_dir, name + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(body)
+        os.replace(tmp, os.path.join(out_dir, name))
+    return text

@@ -1,0 +1,227 @@
+"""Compare studio with what people use instead, on one machine, in one run.
+
+    python benchmarks/run.py [--quick] [--only W1,W3] [--out DIR] [--reps N] [--tools VENV]
+
+Generates its own data in a temporary folder, runs every contender of each workload on the same
+data, alternating contenders between repetitions, and writes ``latest.md`` and ``latest.json``
+to ``--out`` (default ``benchmarks/results``). Exit code 1 when a contender failed to run (a
+missed goal is a result, not a failure); a baseline that is not installed is listed as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script from anywhere
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/servers.py
+
+import report  # noqa: E402
+from contenders import S3, Contender, Ctx, Tools, remove  # noqa: E402
+from measure import CommandFailed, Sample, can_drop_caches, drop_caches, machine_description, run_command  # noqa: E402
+from suite import WORKLOADS, Data, Workload, summarize  # noqa: E402
+from workloads import FULL, QUICK, Scale, describe  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="1/8 of the data, 3 repetitions, only the rows the goals compare: under 2 minutes")
+    p.add_argument("--only", metavar="IDS", help="comma-separated workloads, e.g. W1,W3")
+    p.add_argument("--out", metavar="DIR", default=RESULTS, help="where latest.md/.json go (%(default)s)")
+    p.add_argument("--reps", type=int, help="repetitions per contender (default 5, quick 3; at least 3)")
+    p.add_argument("--tools", metavar="VENV", help="environment with the baselines (default ~/.cache/studio-bench)")
+    p.add_argument("--workdir", metavar="DIR", help="where the temporary data folder is made")
+    p.add_argument("--no-drop-caches", action="store_true", help="keep the page cache between repetitions")
+    p.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
+    args = p.parse_args(argv)
+    known = {w.id for w in WORKLOADS}
+    args.ids = [i.strip().upper() for i in args.only.split(",")] if args.only else sorted(known)
+    unknown = sorted(set(args.ids) - known)
+    if unknown:
+        p.error(f"unknown workload {unknown[0]}; choose from {', '.join(sorted(known))}")
+    if args.reps is not None and args.reps < 3:
+        p.error("--reps must be at least 3")
+    return args
+
+
+def _measure(c: Contender, cold: bool, log: str) -> Sample:
+    c.before()
+    if cold:
+        drop_caches()  # and load the contender's own code again: only the data stays cold
+        if c.warm():
+            run_command(c.warm(), log)  # type: ignore[arg-type]
+    else:
+        os.sync()  # a timed sync must flush only what the contender wrote
+    written0, content0 = c.usage()
+    wall, peak, reported = run_command(c.command(), log)
+    written1, content1 = c.usage()
+    return Sample(reported if reported is not None else wall, wall, written1 - written0, content1 - content0, peak)
+
+
+def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data, workdir: str,
+                  drop: bool, quick: bool) -> dict[str, Any]:
+    root = os.path.join(workdir, w.id)
+    os.makedirs(root, exist_ok=True)
+    log = os.path.join(workdir, f"{w.id}.log")
+    s3, s3_missing = None, None
+    if w.s3:
+        try:
+            s3 = S3.start()
+        except Exception as exc:  # noqa: BLE001 - report why, run the rest
+            s3_missing = f"S3 test server did not start ({exc}); pip install 'moto[s3]' flask flask-cors"
+    ctx = Ctx(root, tools, log, s3)
+    contenders = w.build(ctx, scale, data)
+    compared = {w.primary} | {label for g in w.goals(scale) for label in (g.subject, g.other)}
+    rows: dict[str, dict[str, Any]] = {}
+    runnable = []
+    for c in contenders:
+        reason = s3_missing or c.missing()
+        if quick and c.label not in compared:
+            reason = "--quick runs only the rows the goals compare"
+        rows[c.label] = {"label": c.label, "status": "skipped" if reason else "ok", "reason": reason or "",
+                         "samples": [], "summary": None}
+        if not reason:
+            runnable.append(c)
+    try:
+        for c in runnable:
+            c.stage()
+        for c in list(runnable):
+            try:
+                c.prepare()
+            except CommandFailed as exc:
+                rows[c.label].update(status="failed", reason=f"setup: {exc}")
+                runnable.remove(c)
+        for rep in range(reps):
+            if w.per_rep:
+                w.per_rep(ctx, data, scale, rep)
+            k = rep % max(1, len(runnable))
+            for c in runnable[k:] + runnable[:k]:
+                row = rows[c.label]
+                if row["status"] != "ok":
+                    continue
+                cold = (w.cold if c.cold is None else c.cold) and drop
+                try:
+                    sample = _measure(c, cold, log)
+                except CommandFailed as exc:
+                    row.update(status="failed", reason=str(exc))
+                    continue
+                row["samples"].append(sample.to_dict())
+                print(f"{w.id} {rep + 1}/{reps} {c.label}: {sample.seconds:.3f} s, "
+                      f"{sample.written / (1 << 20):.1f} MiB written", file=sys.stderr, flush=True)
+    finally:
+        for c in runnable:
+            c.cleanup()
+        if s3:
+            s3.stop()
+    for row in rows.values():
+        if row["samples"]:
+            row["summary"] = summarize(row["samples"])
+    return _workload_result(w, scale, reps, rows, cold=w.cold and drop)
+
+
+def _workload_result(w: Workload, scale: Scale, reps: int, rows: dict[str, dict[str, Any]],
+                     cold: bool) -> dict[str, Any]:
+    medians = {label: row["summary"] for label, row in rows.items() if row["summary"] and row["status"] == "ok"}
+    goals = []
+    for g in w.goals(scale):
+        value, shown = g.evaluate(medians)
+        met = None if value is None else value <= g.limit
+        goals.append({"text": g.text, "value": value, "shown": shown, "met": met, "limit": g.limit})
+    notes = list(w.notes)
+    if cold:
+        notes.append("Page cache dropped before each timed run (`echo 3 > /proc/sys/vm/drop_caches`), then each "
+                     "contender's own program loaded once untimed, so the data is read cold and the code warm.")
+    for row in rows.values():
+        s = row["summary"]
+        if s and abs(s["wall"] - s["seconds"]) > 0.01:
+            notes.append(f"{row['label']}: seconds as reported by the command itself; its median wall time, "
+                         f"start to exit, was {s['wall']:.2f} s.")
+    return {"id": w.id, "title": w.title, "primary": w.primary, "reps": reps, "data": describe(scale)[w.id],
+            "contenders": list(rows.values()), "goals": goals, "notes": notes}
+
+
+def _versions(tools: Tools) -> dict[str, str]:
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    def here(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    tar = subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    base = {"studio-run": here("studio-run"), "blake3": here("blake3"), "tar": tar}
+    base.update({f"{n} (baselines)": tools.version(n) for n in ("dvc", "dvc-s3", "mlflow", "boto3")})
+    base["moto (S3 server)"] = here("moto")
+    return base
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run the selected workloads, write the report, print it; 1 if a contender failed."""
+    args = _parse(argv)
+    scale = QUICK if args.quick else FULL
+    reps = args.reps or scale.reps
+    tools = Tools.find(args.tools)
+    drop = can_drop_caches() and not args.no_drop_caches
+    workdir = tempfile.mkdtemp(prefix="studio-bench-", dir=args.workdir)
+    started = time.time()
+    print(f"working in {workdir}; baselines from {tools.python}", file=sys.stderr)
+    results = []
+    try:
+        data = Data(workdir, scale)
+        for w in WORKLOADS:
+            if w.id in args.ids:
+                n = reps if w.quick_reps else max(reps, scale.noop_reps)
+                began = time.time()
+                results.append(_run_workload(w, scale, n, tools, data, workdir, drop, args.quick))
+                results[-1]["seconds"] = round(time.time() - began, 1)
+                print(f"{w.id} done in {results[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+    finally:
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            remove(workdir)
+    result = {
+        "command": "python benchmarks/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
+        "mode": "quick" if args.quick else "full",
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "minutes": (time.time() - started) / 60, "reps": reps, "noop_reps": max(reps, scale.noop_reps),
+        "machine": machine_description(args.workdir or tempfile.gettempdir(), _versions(tools)),
+        "scale": scale.__dict__, "drop_caches": drop, "workloads": results, "method": _method(drop),
+    }
+    print(report.write(args.out, result))
+    failed = [c["label"] for w in results for c in w["contenders"] if c["status"] == "failed"]
+    if failed:
+        print(f"failed: {', '.join(failed)} (see the table)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _method(drop: bool) -> list[str]:
+    return [
+        "Every contender, studio included, runs as a child process, as a user runs it; time is fork to exit "
+        "(`time.perf_counter`), unless the command reports its own (W5's script, studio's in-process snapshot).",
+        "Median, min and max over the repetitions; the ratio column is the workload's main studio row over "
+        "that row (below 1: studio is faster).",
+        "written: growth of the destination's disk usage (allocated blocks, like `du`), plus the bytes of the "
+        "objects put in S3; content: of which file content (studio's `store/objects`; for baselines, all of it).",
+        "peak RSS: `ru_maxrss` of the child from `wait4`, which covers every descendant it waited for.",
+        "Durability is equal: studio `syncfs`-es its store before it records a snapshot, so every baseline that "
+        "writes a local destination ends with `sync -f DEST` inside its timed command (W6 restores are not synced "
+        "by studio, nor by the baselines).",
+        "Page cache: " + ("dropped before each timed run of W1, W2 and W6's cold rows." if drop else
+                          "not dropped (not permitted here, or --no-drop-caches)."),
+        f"Host: {platform.node()}; the harness's own data generation is not timed.",
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Keep the benchmark harness from rotting: a quick W3 run must work end to end.
+
+Runs ``benchmarks/run.py --quick --only W3`` as a user would, into a throwaway output folder, and
+checks the outcome, never the timings: exit code 0, the W3 goal rows in ``latest.md``, and an
+unchanged re-capture that stored zero content bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_quick_w3_runs_and_stores_no_content(tmp_path) -> None:
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--quick", "--only", "W3",
+         "--out", str(out), "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    table = (out / "latest.md").read_text()
+    assert "| W3 | re-capture of W1 unchanged | <= 0.3 s |" in table
+    assert "| W3 | re-capture of W1 unchanged | zero content bytes written |" in table
+    studio_row = next(line for line in table.splitlines() if line.startswith("| studio | "))
+    cells = [cell.strip() for cell in studio_row.strip("|").split("|")]
+    assert cells[5] == "0 B"  # the content column
+
+    result = json.loads((out / "latest.json").read_text())
+    assert [w["id"] for w in result["workloads"]] == ["W3"]
+    studio = next(c for c in result["workloads"][0]["contenders"] if c["label"] == "studio")
+    assert studio["status"] == "ok"
+    assert len(studio["samples"]) == 3
+    assert [s["content"] for s in studio["samples"]] == [0, 0, 0]
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("studio-bench-")]  # the data was removed
