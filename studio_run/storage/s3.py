@@ -10,8 +10,11 @@ Why it looks the way it does:
 - Large files go through boto3's managed transfer (multipart, several parts at once). S3 only
   supports ``If-None-Match`` on single PUTs and multipart completion, and boto3's transfer manager
   does not pass it through, so an exclusive ``put_file`` is one streamed PUT (up to 5 GiB).
-- botocore's adaptive retry mode absorbs throttling (503 SlowDown) inside one call; connection
-  failures surface as ``StoreUnreachableError`` for the ``RetryingStorage`` wrapper to retry.
+- botocore's adaptive mode paces requests after throttling (503 SlowDown) but does not retry:
+  connection failures and throttling surface at once as ``StoreUnreachableError`` for the
+  ``RetryingStorage`` wrapper to retry. Retrying in both layers multiplied the waits (five
+  botocore attempts a call made a down endpoint take 20 s to report) and hid from the uploader
+  that the store was failing.
 - SDK errors become ``FileNotFoundError``/``PermissionError``/``Store*Error`` through one table,
   keeping the SDK exception as ``__cause__``.
 """
@@ -78,7 +81,7 @@ class S3Storage(Storage):
         *,
         endpoint: str | None = None,
         region: str | None = None,
-        max_attempts: int = 5,
+        max_attempts: int = 1,
         multipart_threshold: int = 8 * _MiB,
         max_concurrency: int = 8,
     ) -> None:
@@ -145,13 +148,13 @@ class S3Storage(Storage):
             return
         except Exception as exc:
             mapped = _translate(exc, f"cannot open bucket {self.bucket!r}", self.endpoint)
+            if isinstance(mapped, PermissionError):
+                # HEAD has no body, so refused credentials, a missing permission and (on some
+                # servers) a missing bucket all look alike: ask again with a read that says why.
+                mapped = self._why_refused()
+                if mapped is None:
+                    return
             if not isinstance(mapped, FileNotFoundError):
-                if isinstance(mapped, PermissionError):
-                    # HEAD has no body, so a refused key and a missing permission look alike.
-                    mapped = StorePermissionError(
-                        f"cannot use bucket {self.bucket!r}: access denied (credentials refused, "
-                        "or no s3:ListBucket permission)"
-                    )
                 raise (mapped or StoreError(f"cannot use bucket {self.bucket!r}: {exc}")) from exc
         region = self._client.meta.region_name
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
@@ -165,11 +168,32 @@ class S3Storage(Storage):
                 return
             mapped = _translate(exc, "", self.endpoint)
             kind = type(mapped) if isinstance(mapped, StoreError) else StoreError
+            if isinstance(mapped, PermissionError):
+                kind = StorePermissionError
             if code == "BucketAlreadyExists":
                 reason = "the name is taken by another account"
             else:
                 reason = _one_line(exc)
             raise kind(f"cannot create bucket {self.bucket!r}: {reason}") from exc
+
+    def _why_refused(self) -> Exception | None:
+        """After a 403 on HEAD: list zero keys, whose error has a code. ``None`` if that works."""
+        try:
+            self._client.list_objects_v2(Bucket=self.bucket, MaxKeys=0)
+            return None
+        except Exception as exc:
+            code = _error_code(exc)
+            if code == "NoSuchBucket":
+                return FileNotFoundError(self.bucket)
+            where = f"cannot open bucket {self.bucket!r}"
+            mapped = _translate(exc, where, self.endpoint)
+            if isinstance(mapped, StoreAuthError):
+                return StoreAuthError(f"{where}: credentials refused: {_one_line(exc)}")
+            if isinstance(mapped, PermissionError) or mapped is None:
+                return StorePermissionError(
+                    f"{where}: access denied (no s3:ListBucket permission on it): {_one_line(exc)}"
+                )
+            return mapped
 
     # -- primitives -------------------------------------------------------------------------
     def read_bytes(self, key: str) -> bytes:
@@ -222,6 +246,12 @@ class S3Storage(Storage):
                 raise ValueError(f"exclusive upload of {size} bytes exceeds S3's 5 GiB single PUT")
             with open(local_path, "rb") as f, self._mapped(key):
                 self._client.put_object(Bucket=self.bucket, Key=full, Body=f, IfNoneMatch="*")
+            return
+        if os.path.getsize(local_path) < self._transfer.multipart_threshold:
+            # One plain PUT: the managed transfer would start a thread pool for each small file,
+            # which costs more than the upload itself for thousands of 4 KiB files.
+            with open(local_path, "rb") as f, self._mapped(key):
+                self._client.put_object(Bucket=self.bucket, Key=full, Body=f)
             return
         with self._mapped(key):
             self._client.upload_file(local_path, self.bucket, full, Config=self._transfer)
