@@ -13,8 +13,9 @@ Why it looks the way it does:
 - Files over 8 MiB go through a resumable upload sent in ``chunk_size`` pieces, so a dropped
   connection costs one chunk, not the file.
 - The SDK retries transient failures itself for up to ``retry_deadline`` seconds (its own
-  default is 120 s, far too long to learn that an endpoint is down); after that they surface
-  as ``StoreUnreachableError`` for the ``RetryingStorage`` wrapper.
+  default is 120 s, far too long to learn that an endpoint is down; 5 s rides out a blip);
+  after that they surface as ``StoreUnreachableError`` and ``RetryingStorage`` retries longer
+  outages where waiting is worth it (the background uploader).
 - SDK errors become ``FileNotFoundError``/``PermissionError``/``Store*Error`` through one table,
   keeping the SDK exception as ``__cause__``.
 """
@@ -73,7 +74,7 @@ class GCSStorage(Storage):
         project: str | None = None,
         location: str | None = None,
         chunk_size: int = 8 * _MiB,
-        retry_deadline: float = 30.0,
+        retry_deadline: float = 5.0,
     ) -> None:
         from google.api_core.retry import Retry
         from google.cloud import storage  # type: ignore[import-untyped]

@@ -59,6 +59,9 @@ class RetryingStorage(Storage):
         self.base_delay = base_delay
         self.max_delay = max_delay
         self._sleep = sleep
+        #: The transient failure of the last call that needed retrying, cleared by a success:
+        #: says why work waits while calls are still being retried.
+        self.last_failure: BaseException | None = None
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based): exponential,
@@ -69,18 +72,23 @@ class RetryingStorage(Storage):
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         for attempt in range(1, self.attempts + 1):
             try:
-                return fn()
+                result = fn()
             except _FINAL:
+                self.last_failure = None  # the store answered
                 raise
             except TRANSIENT as exc:
+                self.last_failure = exc
                 if attempt == self.attempts:
                     raise
                 wait = self.delay(attempt)
-                log.warning(
+                log.info(  # expected while a store blips; the caller reports what finally fails
                     "%s: %s failed (%s), attempt %d of %d; retrying in %.2f s",
                     self.url, what, exc, attempt, self.attempts, wait,
                 )
                 self._sleep(wait)
+                continue
+            self.last_failure = None
+            return result
         raise AssertionError("unreachable")
 
     # -- primitives ---------------------------------------------------------------------------

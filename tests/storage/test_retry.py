@@ -134,3 +134,17 @@ def test_open_storage_does_not_wrap():
 def test_attempts_must_be_positive(flaky):
     with pytest.raises(ValueError):
         RetryingStorage(flaky, attempts=0)
+
+
+def test_last_failure_says_why_calls_are_being_retried_until_one_succeeds(store, flaky):
+    assert store.last_failure is None
+    flaky.failures = [StoreUnreachableError("refused"), StoreUnreachableError("refused again")]
+    store.write_bytes("k", b"v")
+    assert store.last_failure is None  # cleared by the success
+    flaky.failures = [StoreUnreachableError(f"down {i}") for i in range(4)]
+    with pytest.raises(StoreUnreachableError):
+        store.read_bytes("k")
+    assert str(store.last_failure) == "down 3"
+    with pytest.raises(FileNotFoundError):
+        store.read_bytes("missing")  # an answer: the store is back
+    assert store.last_failure is None
