@@ -38,6 +38,14 @@ def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) 
             live_objects.update(repo.get_manifest(digest).digests())
     cutoff = time.time() - grace
     removed_objects = removed_manifests = removed_bytes = young = 0
+    marked = dry_run
+
+    def mark() -> None:  # before the first deletion: uploaders must stop trusting what they knew
+        nonlocal marked
+        if not marked:
+            repo.mark_sweep()
+            marked = True
+
     for digest in list(repo.iter_manifests()):
         if digest in live_manifests:
             continue
@@ -45,6 +53,7 @@ def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) 
             young += 1
             continue
         if not dry_run:
+            mark()
             repo.delete_manifest(digest)
         removed_manifests += 1
     for digest in list(repo.iter_objects()):
@@ -55,6 +64,7 @@ def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) 
             young += 1
             continue
         if not dry_run:
+            mark()
             repo.delete_object(digest)
         removed_objects += 1
         removed_bytes += info.size

@@ -4,6 +4,7 @@ Layout on the storage (two-character fan-out keeps folders small on disk and SFT
 
     objects/ab/cdef…     file contents, named by their BLAKE3 digest
     manifests/ab/cdef…   manifests (canonical JSON), named by their digest
+    gc/last-sweep        a new random mark each time garbage collection deletes content
 
 Nothing here is ever overwritten with different bytes: a key names its content. A snapshot
 becomes visible only when a record pointing at its manifest is written (``studio_run.metadata``),
@@ -16,6 +17,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import secrets
 import threading
 from typing import Iterator
 
@@ -26,6 +28,8 @@ from .digest import CHUNK, Hasher, hash_bytes
 from .manifest import Manifest
 
 __all__ = ["Repository", "copy_with_digest"]
+
+_SWEEP_KEY = "gc/last-sweep"
 
 _COUNTER = itertools.count()
 
@@ -213,6 +217,19 @@ class Repository:
     def delete_manifest(self, digest: str) -> None:
         """Remove a manifest (garbage collection only)."""
         self.storage.delete(self.manifest_key(digest))
+
+    # -- sweeps ------------------------------------------------------------------------------
+    def mark_sweep(self) -> None:
+        """Say that content is about to be deleted: whoever remembers which objects the store
+        holds (an uploader skipping known objects) must forget, or it would point at deleted ones."""
+        self.storage.write_bytes(_SWEEP_KEY, secrets.token_hex(8).encode())
+
+    def last_sweep(self) -> str:
+        """The mark of the last sweep that deleted content, ``""`` when there was none."""
+        try:
+            return self.storage.read_bytes(_SWEEP_KEY).decode()
+        except FileNotFoundError:
+            return ""
 
     def _local(self) -> LocalStorage:
         if not isinstance(self.storage, LocalStorage):
