@@ -30,7 +30,9 @@ def _config(ctx: click.Context, store: Optional[str] = None):  # type: ignore[no
 def _open(ctx: click.Context):  # type: ignore[no-untyped-def]
     from .store import open_store
 
-    return open_store(_config(ctx))
+    store = open_store(_config(ctx))
+    store.catch_up()  # runs an earlier command left waiting for upload are published first
+    return store
 
 
 @click.group(context_settings=_SETTINGS)
@@ -160,6 +162,32 @@ def gc(ctx: click.Context, grace: str, dry_run: bool) -> None:
         f"{verb} {result.objects_removed} objects ({ui.format_size(result.bytes_removed)}) and "
         f"{result.manifests_removed} manifests; kept {result.kept_young} younger than {grace}"
     )
+
+
+@cli.command()
+@click.pass_context
+def sync(ctx: click.Context) -> None:
+    """Upload captures still waiting for a remote store (after an outage or a timed-out wait)."""
+    from . import ui
+    from .errors import UploadError
+    from .store import open_store
+    from .sync import describe_broken
+
+    store = open_store(_config(ctx))
+    if not store.is_remote:
+        ui.info(f"{store.url} is on this machine: nothing to upload")
+        return
+    with ui.progress(f"uploading to {store.url}") as advance:
+        report = store.syncer().push_pending(advance)
+    if report.runs:
+        ui.info(f"published {report.runs} run{'' if report.runs == 1 else 's'} to {store.url} "
+                f"({ui.format_size(report.uploaded)} uploaded)")
+    elif not (report.busy or report.broken):
+        ui.info(f"nothing is waiting to be uploaded to {store.url}")
+    if report.busy:
+        ui.info(f"{len(report.busy)} more being uploaded by a studio command still running")
+    if report.broken:
+        raise UploadError(describe_broken(report))
 
 
 @cli.group()

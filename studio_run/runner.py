@@ -28,7 +28,7 @@ from .cache import BlobCache
 from .capturer import Capturer, Target
 from .child import run_child
 from .config import Config
-from .errors import NotFoundError, UsageError
+from .errors import NotFoundError, StoreUnreachableError, UsageError
 from .handoff import ENV_VAR, Handoff, write_handoff
 from .metadata import ReuseRecord, RunRecord, check_experiment_name, new_run_id
 from .specs import CaptureSpec, ReuseSpec
@@ -40,6 +40,7 @@ __all__ = ["DEFAULT_TAGS", "RunRequest", "run"]
 
 DEFAULT_TAGS = ("workspace", "output", "modeldir", "tb")
 _FINAL_RETRIES = 8
+_CONNECT_WAIT = 3.0  # seconds studio run waits for a remote store before starting without it
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,29 @@ class RunRequest:
 def run(config: Config, request: RunRequest) -> int:
     """Run the script as a recorded experiment; returns the script's exit code."""
     _check_request(request)
-    store = open_store(config)
+    store = open_store(config, connect=False)
     try:
+        _connect(store, request)
         reused = _resolve_reuses(store, request.reuses)
         return _Run(config, store, request, reused).execute()
     finally:
         store.close()
+
+
+def _connect(store: Store, request: RunRequest) -> None:
+    """Reach a remote store before the script starts: wrong credentials or a bucket that cannot
+    be created fail now, not hours later. A store that is down or slow only delays the uploads
+    (captures wait on this machine), unless ``--reuse`` has to read from it."""
+    if request.reuses:
+        store.connect()
+        return
+    try:
+        if store.connect(timeout=_CONNECT_WAIT):
+            return
+        reason = f"{store.url} did not answer in {_CONNECT_WAIT:g} s"
+    except StoreUnreachableError as exc:
+        reason = str(exc)
+    ui.warn(f"store unreachable ({reason}); captures are kept on this machine and uploaded when it answers")
 
 
 def _check_request(request: RunRequest) -> None:
@@ -235,7 +253,7 @@ class _Run:
         return {"host": host_facts(), "packages": installed_packages(), "git": git_facts(self.request.cwd)}
 
     def _version(self) -> int:
-        ids = self.store.records.run_ids(self.experiment) if not self.store.is_remote else []
+        ids = self.store.run_ids(self.experiment)
         return ids.index(self.run_id) + 1 if self.run_id in ids else len(ids) + 1
 
     def _warn_large_workspace(self, record: RunRecord) -> None:

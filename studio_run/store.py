@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
 from .config import Config
+from .errors import StoreError
 from .metadata import RecordStore, RunRecord
 from .objects.repository import Repository
 from .storage import Storage, open_storage, redact_url
+from .storage.lazy import LazyStorage
 from .storage.local import LocalStorage
 
 __all__ = ["Store", "open_store"]
@@ -33,6 +36,7 @@ class Store:
     local_repo: Repository  # where captures write (the target itself when it is local)
     records: RecordStore
     config: Config
+    connection: Optional[LazyStorage] = None  # the remote backend, opened on first use
     _syncer: Optional[object] = None
 
     @property
@@ -49,7 +53,7 @@ class Store:
         if not self.is_remote:
             self.records.write(record)
             return
-        self.syncer().submit(record, final=final)
+        self.syncer().submit(record)
 
     def publish_environment(self, experiment: str, run_id: str, env: dict[str, Any]) -> None:
         """Store a run's environment (packages, git) beside its record."""
@@ -66,25 +70,82 @@ class Store:
             self._syncer = Syncer(self)
         return self._syncer
 
+    def connect(self, timeout: Optional[float] = None) -> bool:
+        """Open the remote backend now, so that a wrong URL, bucket or credentials show at once.
+
+        With ``timeout``, stop waiting after that many seconds and return False: the opening
+        goes on in the background and the uploader uses the store once it answers. Errors of an
+        opening that ended in time are raised.
+        """
+        connection = self.connection
+        if connection is None or connection.connected:
+            return True
+        if timeout is None:
+            connection.connect()
+            return True
+        failure: list[BaseException] = []
+
+        def attempt() -> None:
+            try:
+                connection.connect()
+            except BaseException as exc:  # handed to the waiting thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=attempt, name="studio-connect", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            return False
+        if failure:
+            raise failure[0]
+        return True
+
+    def run_ids(self, experiment: str) -> list[str]:
+        """An experiment's run ids, oldest first: those in the store and, on a remote store,
+        those still waiting on this machine to be uploaded (they are versions all the same)."""
+        if not self.is_remote:
+            return self.records.run_ids(experiment)
+        ids = set(self.syncer().pending_run_ids(experiment))
+        if self.connection is None or self.connection.connected:
+            try:
+                ids.update(self.records.run_ids(experiment))
+            except (StoreError, OSError):  # a store failing mid-run only leaves the count short
+                pass
+        return sorted(ids)
+
+    def catch_up(self) -> None:
+        """Publish what earlier commands left waiting for a remote store (before reading it)."""
+        if self.is_remote:
+            self.syncer().catch_up()
+
     def close(self) -> None:
-        """Release connections."""
+        """Release connections (without waiting for uploads: ``syncer().finish`` does that)."""
+        if self._syncer is not None:
+            self._syncer.close()  # type: ignore[attr-defined]
         self.storage.close()
 
 
-def open_store(config: Config) -> Store:
-    """Open the configured store, wrapped in retries when it is remote."""
-    storage = open_storage(config.store, dict(config.store_options, fsync=config.fsync)
-                           if _is_local(config.store) else config.store_options)
-    if isinstance(storage, LocalStorage):
+def open_store(config: Config, connect: bool = True) -> Store:
+    """Open the configured store, wrapped in retries when it is remote.
+
+    A remote store is reached when ``connect`` is true; otherwise on first use or through
+    ``Store.connect`` (``studio run`` must not depend on the store answering).
+    """
+    if _is_local(config.store):
+        storage = open_storage(config.store, dict(config.store_options, fsync=config.fsync))
         repo = Repository(storage)
         return Store(storage.url, storage, repo, repo, RecordStore(storage), config)
     from .storage.retry import RetryingStorage
 
-    storage = RetryingStorage(storage)
     url = redact_url(config.store)
+    connection = LazyStorage(url, lambda: open_storage(config.store, config.store_options))
+    storage = RetryingStorage(connection)
     store_id = hashlib.sha256(url.encode()).hexdigest()[:16]
     staging = LocalStorage(os.path.join(config.home, "staging", store_id), fsync=config.fsync)
-    return Store(url, storage, Repository(storage), Repository(staging), RecordStore(storage), config)
+    store = Store(url, storage, Repository(storage), Repository(staging), RecordStore(storage), config, connection)
+    if connect:
+        store.connect()
+    return store
 
 
 def _is_local(url: str) -> bool:
