@@ -10,12 +10,19 @@ from typing import Iterator
 
 import pytest
 
-from tests.servers import FakeGCSServer, MotoS3Server, RedisServer, ServerStartError, SSHServer
+from tests.servers import (
+    FakeGCSServer,
+    MotoAuthS3Server,
+    MotoS3Server,
+    RedisServer,
+    ServerStartError,
+    SSHServer,
+)
 
 # Fake but recognisable: tests assert that the secret never shows up in a URL, repr or message.
 FAKE_AWS_SECRET = "fake-secret-for-studio-tests"
 
-_FAKE_AWS_ENV = {
+FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "test",
     "AWS_SECRET_ACCESS_KEY": FAKE_AWS_SECRET,
     "AWS_DEFAULT_REGION": "us-east-1",
@@ -40,7 +47,7 @@ def _start(server) -> None:
 def fake_aws_env() -> Iterator[None]:
     """Fake AWS credentials and region for the whole session, so real ones are never used."""
     with pytest.MonkeyPatch.context() as mp:
-        for name, value in _FAKE_AWS_ENV.items():
+        for name, value in FAKE_AWS_ENV.items():
             mp.setenv(name, value)
         for name in _UNSET_AWS_ENV:
             mp.delenv(name, raising=False)
@@ -51,6 +58,17 @@ def fake_aws_env() -> Iterator[None]:
 def s3_server(fake_aws_env) -> Iterator[MotoS3Server]:
     """moto's S3 on 127.0.0.1; ``.endpoint`` is its URL, ``.reset()`` empties it."""
     server = MotoS3Server()
+    _start(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_auth_server(tmp_path_factory) -> Iterator[MotoAuthS3Server]:
+    """moto checking signatures and IAM policies, in its own process; ``.reader`` may only read."""
+    server = MotoAuthS3Server(tmp_path_factory.mktemp("moto-auth"))
     _start(server)
     try:
         yield server

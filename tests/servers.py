@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +24,7 @@ from typing import Any, Callable
 
 __all__ = [
     "FakeGCSServer",
+    "MotoAuthS3Server",
     "MotoS3Server",
     "RedisServer",
     "SSHServer",
@@ -55,17 +57,18 @@ def _http_ok(url: str, method: str = "GET") -> bool:
 class _Process:
     """A child process with its log file; stopped by its own PID, SIGTERM then SIGKILL."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path) -> None:
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready: Callable[[], bool], timeout: float = READY_TIMEOUT) -> None:
         with open(self.log_path, "ab") as log:
             try:
                 self.proc = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                    self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
                 )
             except OSError as exc:
                 raise ServerStartError(f"{self.name}: cannot run {self.argv[0]}: {exc}") from exc
@@ -106,10 +109,16 @@ class _Process:
 
 
 class MotoS3Server:
-    """moto's S3 in a thread of this process; ``reset()`` wipes every bucket between tests."""
+    """moto's S3 in a thread of this process; ``reset()`` wipes every bucket between tests.
+
+    ``stop()`` then ``start()`` again serves the same port, and the same buckets: moto keeps
+    its state in this process, not in the server thread, as a real store keeps its data through
+    an outage. Every instance in one process shares that state; use distinct bucket names.
+    """
 
     def __init__(self) -> None:
         self._server: Any = None
+        self.port = 0
         self.endpoint = ""
 
     def start(self) -> None:
@@ -119,11 +128,11 @@ class MotoS3Server:
             raise ServerStartError(
                 f"moto server not importable ({exc}): pip install 'moto[s3]' flask flask-cors"
             ) from exc
-        # Port 0: the kernel picks a free port at bind time, so there is no race for it.
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        # Port 0 at first: the kernel picks a free port at bind time, so there is no race for it.
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        host, self.port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{self.port}"
         deadline = time.monotonic() + READY_TIMEOUT
         while not _http_ok(f"{self.endpoint}/moto-api/"):
             if time.monotonic() > deadline:
@@ -141,6 +150,61 @@ class MotoS3Server:
         if self._server is not None:
             server, self._server = self._server, None
             server.stop()
+
+
+class MotoAuthS3Server:
+    """moto in its own process with request signing and IAM policies enforced.
+
+    moto checks credentials only when ``INITIAL_NO_AUTH_ACTION_COUNT`` is set before it starts
+    (and then for every client in that process), hence a separate process. The first
+    ``_SETUP_CALLS`` requests are let through unchecked: they create ``locked-bucket`` and a user
+    whose policy allows listing and reading but not writing or creating buckets.
+    """
+
+    _SETUP_CALLS = 4
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.bucket = "locked-bucket"
+        self.reader: dict[str, str] = {}  # AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of the user
+        self._process: _Process | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(self._SETUP_CALLS))
+        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self._process = _Process("moto (auth)", argv, self.workdir / "moto-auth.log", env)
+        self._process.start(lambda: _http_ok(f"{self.endpoint}/moto-api/"))
+        try:
+            self._setup()
+        except Exception as exc:
+            self.stop()
+            raise ServerStartError(f"moto (auth): setting up the IAM user failed: {exc}") from exc
+
+    def _setup(self) -> None:
+        import json
+
+        import boto3
+
+        admin = {"endpoint_url": self.endpoint, "region_name": "us-east-1",
+                 "aws_access_key_id": "AKIASETUP", "aws_secret_access_key": "setup"}
+        iam = boto3.client("iam", **admin)
+        iam.create_user(UserName="reader")
+        key = iam.create_access_key(UserName="reader")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetObject"], "Resource": "*"}]}
+        iam.put_user_policy(UserName="reader", PolicyName="read-only", PolicyDocument=json.dumps(policy))
+        boto3.client("s3", **admin).create_bucket(Bucket=self.bucket)
+        self.reader = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
 
 
 class FakeGCSServer:
