@@ -23,9 +23,10 @@ import builtins
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Iterator
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
 
-__all__ = ["KeyInfo", "Storage", "check_key"]
+__all__ = ["KeyInfo", "Storage", "atomic_local_file", "bucket_url", "check_key"]
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ class Storage(abc.ABC):
     def get_file(self, key: str, local_path: str) -> None:
         """Download ``key`` to ``local_path``, atomically: a temp file renamed into place."""
         data = self.read_bytes(key)
-        _write_local_atomic(local_path, data)
+        with atomic_local_file(local_path) as f:
+            f.write(data)
 
     def list_dirs(self, prefix: str) -> builtins.list[str]:
         """Names one level below ``prefix`` (which ends with ``/``), sorted and unique."""
@@ -116,13 +118,19 @@ class Storage(abc.ABC):
         return f"{type(self).__name__}({self.url!r})"
 
 
-def _write_local_atomic(local_path: str, data: bytes) -> None:
+@contextmanager
+def atomic_local_file(local_path: str) -> Iterator[BinaryIO]:
+    """A temporary file beside ``local_path`` that replaces it when the block succeeds.
+
+    Every backend's ``get_file`` downloads through this, so a failed or interrupted download
+    never leaves a partial file under the real name (nor a temporary one behind).
+    """
     folder = os.path.dirname(os.path.abspath(local_path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
         os.replace(tmp, local_path)
     except BaseException:
         try:
@@ -130,3 +138,22 @@ def _write_local_atomic(local_path: str, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def bucket_url(url: str, credentials_hint: str) -> tuple[str, str]:
+    """``(bucket, prefix)`` of ``scheme://bucket/prefix``; refuses URLs that carry credentials.
+
+    ``credentials_hint`` tells the user where the SDK takes credentials from instead.
+    """
+    from urllib.parse import urlsplit
+
+    from ..errors import ConfigError
+    from .registry import redact_url
+
+    parts = urlsplit(url)
+    if "@" in parts.netloc or parts.query:
+        raise ConfigError(f"store URL {redact_url(url)!r} carries credentials or a query; {credentials_hint}")
+    if not parts.netloc:
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(f"store URL {url!r} names no bucket ({scheme}://bucket/prefix)")
+    return parts.netloc, parts.path

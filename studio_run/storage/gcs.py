@@ -24,13 +24,17 @@ from __future__ import annotations
 
 import builtins
 import os
-import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
-from ..errors import ConfigError, StoreAuthError, StoreError, StorePermissionError, StoreUnreachableError
-from .base import KeyInfo, Storage, check_key
+from ..errors import (
+    ConfigError,
+    StoreAuthError,
+    StoreError,
+    StorePermissionError,
+    StoreUnreachableError,
+)
+from .base import KeyInfo, Storage, atomic_local_file, bucket_url, check_key
 from .registry import redact_url
 
 __all__ = ["GCSStorage"]
@@ -116,15 +120,8 @@ class GCSStorage(Storage):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "GCSStorage":
         """``gs://bucket/prefix``; options ``endpoint``, ``project``, ``location``, ``chunk_size``."""
-        parts = urlsplit(url)
-        if "@" in parts.netloc or parts.query:
-            raise ConfigError(
-                f"store URL {redact_url(url)!r} carries credentials or a query; "
-                "GCS credentials come from Application Default Credentials"
-            )
-        if not parts.netloc:
-            raise ConfigError(f"store URL {url!r} names no bucket (gs://bucket/prefix)")
-        return cls(parts.netloc, parts.path, **options)
+        bucket, prefix = bucket_url(url, "GCS credentials come from Application Default Credentials")
+        return cls(bucket, prefix, **options)
 
     # -- helpers ----------------------------------------------------------------------------
     def _key(self, key: str) -> str:
@@ -215,19 +212,8 @@ class GCSStorage(Storage):
 
     def get_file(self, key: str, local_path: str) -> None:
         blob = self._bucket.blob(self._key(key))
-        folder = os.path.dirname(os.path.abspath(local_path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f, self._mapped(key):
-                blob.download_to_file(f, retry=self._retry)
-            os.replace(tmp, local_path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_local_file(local_path) as f, self._mapped(key):
+            blob.download_to_file(f, retry=self._retry)
 
     def delete_many(self, keys: builtins.list[str]) -> None:
         blobs = [self._bucket.blob(self._key(k)) for k in keys]

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import builtins
 import os
-import tempfile
 from contextlib import contextmanager
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
-from ..errors import ConfigError, StoreAuthError, StoreError, StorePermissionError, StoreUnreachableError
-from .base import KeyInfo, Storage, check_key
+from ..errors import (
+    StoreAuthError,
+    StoreError,
+    StorePermissionError,
+    StoreUnreachableError,
+)
+from .base import KeyInfo, Storage, atomic_local_file, bucket_url, check_key
 from .registry import redact_url
 
 __all__ = ["S3Storage"]
@@ -115,15 +118,8 @@ class S3Storage(Storage):
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "S3Storage":
         """``s3://bucket/prefix``; options ``endpoint``, ``region``, ``max_attempts``."""
-        parts = urlsplit(url)
-        if "@" in parts.netloc or parts.query:
-            raise ConfigError(
-                f"store URL {redact_url(url)!r} carries credentials or a query; "
-                "S3 credentials come from the AWS environment, profile or role"
-            )
-        if not parts.netloc:
-            raise ConfigError(f"store URL {url!r} names no bucket (s3://bucket/prefix)")
-        return cls(parts.netloc, parts.path, **options)
+        bucket, prefix = bucket_url(url, "S3 credentials come from the AWS environment, profile or role")
+        return cls(bucket, prefix, **options)
 
     # -- helpers ----------------------------------------------------------------------------
     def _key(self, key: str) -> str:
@@ -258,19 +254,8 @@ class S3Storage(Storage):
 
     def get_file(self, key: str, local_path: str) -> None:
         full = self._key(key)
-        folder = os.path.dirname(os.path.abspath(local_path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f, self._mapped(key):
-                self._client.download_fileobj(self.bucket, full, f, Config=self._transfer)
-            os.replace(tmp, local_path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_local_file(local_path) as f, self._mapped(key):
+            self._client.download_fileobj(self.bucket, full, f, Config=self._transfer)
 
     def delete_many(self, keys: builtins.list[str]) -> None:
         """Delete in batches of 1,000 with one DeleteObjects call each; missing keys are fine."""

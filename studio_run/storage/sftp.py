@@ -27,14 +27,13 @@ import os
 import posixpath
 import socket
 import stat
-import tempfile
 import threading
 import uuid
 from typing import Any, Callable, Iterator, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, StoreAuthError, StoreUnreachableError
-from .base import KeyInfo, Storage, check_key
+from .base import KeyInfo, Storage, atomic_local_file, check_key
 from .registry import redact_url
 
 __all__ = ["SFTPStorage"]
@@ -326,25 +325,14 @@ class SFTPStorage(Storage):
 
     def get_file(self, key: str, local_path: str) -> None:
         path = self._path(key)
-        folder = os.path.dirname(os.path.abspath(local_path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
+        with atomic_local_file(local_path) as f:
 
-                def op(sftp: Any) -> None:
-                    f.seek(0)
-                    f.truncate()
-                    sftp.getfo(path, f)  # prefetches: many reads in flight
+            def op(sftp: Any) -> None:
+                f.seek(0)
+                f.truncate()
+                sftp.getfo(path, f)  # prefetches: many reads in flight
 
-                self._run(op, key)
-            os.replace(tmp, local_path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+            self._run(op, key)
 
     def close(self) -> None:
         with self._lock:
