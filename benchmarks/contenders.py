@@ -92,7 +92,10 @@ class S3:
 
     @classmethod
     def start(cls) -> "S3":
-        """Start moto's S3 in this process (tests/servers.py when present)."""
+        """Start moto's S3 in this process (tests/servers.py when present), without a log line per request."""
+        import logging
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         try:
             from tests.servers import MotoS3Server
         except ImportError:

@@ -96,8 +96,8 @@ def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data
         for c in list(runnable):
             try:
                 c.prepare()
-            except CommandFailed as exc:
-                rows[c.label].update(status="failed", reason=f"setup: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one broken contender must not end the run
+                rows[c.label].update(status="failed", reason=f"setup: {_why(exc)}")
                 runnable.remove(c)
         for rep in range(reps):
             if w.per_rep:
@@ -110,8 +110,8 @@ def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data
                 cold = (w.cold if c.cold is None else c.cold) and drop
                 try:
                     sample = _measure(c, cold, log)
-                except CommandFailed as exc:
-                    row.update(status="failed", reason=str(exc))
+                except Exception as exc:  # noqa: BLE001
+                    row.update(status="failed", reason=_why(exc))
                     continue
                 row["samples"].append(sample.to_dict())
                 print(f"{w.id} {rep + 1}/{reps} {c.label}: {sample.seconds:.3f} s, "
@@ -125,6 +125,10 @@ def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data
         if row["samples"]:
             row["summary"] = summarize(row["samples"])
     return _workload_result(w, scale, reps, rows, cold=w.cold and drop)
+
+
+def _why(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, CommandFailed) else f"{type(exc).__name__}: {exc}"
 
 
 def _workload_result(w: Workload, scale: Scale, reps: int, rows: dict[str, dict[str, Any]],
