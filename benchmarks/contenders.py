@@ -47,8 +47,14 @@ class Tools:
     _modules: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
-    def find(cls, venv: Optional[str]) -> "Tools":
-        """Baselines from ``venv`` when given (or ``~/.cache/studio-bench`` exists), else from here."""
+    def find(cls, venv: Optional[str], pycache: str) -> "Tools":
+        """Baselines from ``venv`` when given (or ``~/.cache/studio-bench`` exists), else from here.
+
+        studio commands keep their bytecode in ``pycache``: an editable checkout has no
+        ``__pycache__`` where ``PYTHONDONTWRITEBYTECODE`` is set, and compiling studio's modules
+        on every start would be counted against it, while the baselines load the bytecode pip
+        compiled at install time.
+        """
         here = os.path.dirname(sys.executable)
         default = os.path.expanduser("~/.cache/studio-bench")
         venv = venv or (default if os.path.isdir(default) else None)
@@ -59,7 +65,8 @@ class Tools:
         dvc = os.path.join(bindir, "dvc")
         # Measure this checkout's studio_run, whatever an editable install elsewhere points at.
         path = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
-        return cls(python, argv, dvc if os.path.exists(dvc) else shutil.which("dvc"), {"PYTHONPATH": path})
+        env = {"PYTHONPATH": path, "PYTHONPYCACHEPREFIX": pycache, "PYTHONDONTWRITEBYTECODE": ""}
+        return cls(python, argv, dvc if os.path.exists(dvc) else shutil.which("dvc"), env)
 
     def studio_cmd(self, args: list[str], cwd: str, home: str, **env: str) -> Cmd:
         """``studio ARGS`` run from ``cwd`` with ``STUDIOML_HOME=home``."""

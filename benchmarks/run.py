@@ -174,9 +174,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parse(argv)
     scale = QUICK if args.quick else FULL
     reps = args.reps or scale.reps
-    tools = Tools.find(args.tools)
     drop = can_drop_caches() and not args.no_drop_caches
     workdir = tempfile.mkdtemp(prefix="studio-bench-", dir=args.workdir)
+    tools = Tools.find(args.tools, os.path.join(workdir, "pycache"))
     started = time.time()
     print(f"working in {workdir}; baselines from {tools.python}", file=sys.stderr)
     results = []
@@ -223,6 +223,9 @@ def _method(drop: bool) -> list[str]:
         "by studio, nor by the baselines).",
         "Page cache: " + ("dropped before each timed run of W1, W2 and W6's cold rows." if drop else
                           "not dropped (not permitted here, or --no-drop-caches)."),
+        "studio runs from this checkout (PYTHONPATH) with its bytecode cached in the work folder "
+        "(PYTHONPYCACHEPREFIX), as a pip install would have compiled it; the baselines load the bytecode "
+        "pip compiled in their environment.",
         f"Host: {platform.node()}; the harness's own data generation is not timed.",
     ]
 
