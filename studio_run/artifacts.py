@@ -79,7 +79,7 @@ def _fetch_one(
     if os.path.isdir(dest):
         dest = os.path.join(dest, posixpath.basename(ref.path or path))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    store.repo.get_object_file(entry.digest, dest)
+    store.repo.get_entry_file(entry, dest)
     os.chmod(dest, entry.mode)
     if progress:
         progress(entry.size)

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
-from .objects.digest import hash_bytes, hash_file
+from .objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
 from .objects.manifest import LINK, Entry, Manifest
 from .objects.repository import Repository
 from .statcache import StatCache, now_ns, stat_key
@@ -36,6 +36,7 @@ _RACY_NS = 50_000_000
 _WORKERS = 4
 
 Progress = Callable[[int], None]
+_Chunks = tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,16 @@ def snapshot(
 
     cached = stat_cache.get_many(stat_key(st) for _rel, st in regular)
     for rel, st in regular:
-        digest = cached.get(stat_key(st))
-        if digest is not None and (digest in known or repo.has_object(digest)):
-            entries.append(Entry(rel, size=st.st_size, mode=st.st_mode & 0o777, digest=digest))
-            if progress:
-                progress(st.st_size)
-        else:
-            todo.append((rel, st))
+        value = cached.get(stat_key(st))
+        if value is not None:
+            digest, chunks = _decode(value)
+            objects = [d for d, _ in chunks] or [digest]
+            if all(d in known or repo.has_object(d) for d in objects):
+                entries.append(Entry(rel, size=st.st_size, mode=st.st_mode & 0o777, digest=digest, chunks=chunks))
+                if progress:
+                    progress(st.st_size)
+                continue
+        todo.append((rel, st))
 
     written = [0, 0]
     unstable: list[str] = []
@@ -152,7 +156,7 @@ def _read_stable(
         try:
             before = os.stat(full)
             started = now_ns()
-            digest, nbytes = _ingest(repo, full, before.st_size)
+            digest, chunks, nbytes = _ingest(repo, full, before.st_size)
             after = os.stat(full)
         except FileNotFoundError:
             return None, 0
@@ -162,19 +166,40 @@ def _read_stable(
             # Modified within a clock tick of the read: a write in the same tick would not move
             # the mtime, so confirm with a second read once the tick has passed.
             time.sleep(_RACY_NS / 1e9)
-            if stat_key(os.stat(full)) != stat_key(after) or hash_file(full) != digest:
+            again = hash_file_chunked(full)[0] if chunks else hash_file(full)
+            if stat_key(os.stat(full)) != stat_key(after) or again != digest:
                 continue
-        cache.put(stat_key(after), digest, started)
-        return Entry(rel, size=after.st_size, mode=after.st_mode & 0o777, digest=digest), nbytes
+        cache.put(stat_key(after), _encode(digest, chunks), started)
+        entry = Entry(rel, size=after.st_size, mode=after.st_mode & 0o777, digest=digest, chunks=chunks)
+        return entry, nbytes
     return None, 0
 
 
-def _ingest(repo: Repository, full: str, size: int) -> tuple[str, int]:
+def _ingest(repo: Repository, full: str, size: int) -> tuple[str, _Chunks, int]:
+    """Store one file: chunked when large, copied in the kernel when medium, from memory when small."""
+    if size >= CHUNKED_FROM:
+        return repo.ingest_file_chunked(full)
     if size >= _SMALL:
-        return repo.ingest_file(full)
-    with open(full, "rb") as f:
-        data = f.read()
-    return repo.ingest_bytes(data, hash_bytes(data))
+        digest, nbytes = repo.ingest_file(full)
+    else:
+        with open(full, "rb") as f:
+            data = f.read()
+        digest, nbytes = repo.ingest_bytes(data, hash_bytes(data))
+    return digest, (), nbytes
+
+
+def _encode(digest: str, chunks: _Chunks) -> str:
+    """Stat-cache value: the digest, then the chunk list of a chunked file."""
+    if not chunks:
+        return digest
+    return digest + ";" + ",".join(f"{d}:{n}" for d, n in chunks)
+
+
+def _decode(value: str) -> tuple[str, _Chunks]:
+    digest, _, rest = value.partition(";")
+    if not rest:
+        return digest, ()
+    return digest, tuple((d, int(n)) for d, n in (part.split(":") for part in rest.split(",")))
 
 
 def _link_entry(root: str, rel: str, full: str) -> Optional[Entry]:

@@ -50,7 +50,7 @@ def materialize(
         target = os.path.join(dest, *entry.path.split("/"))
         if os.path.islink(target):
             os.unlink(target)
-        repo.get_object_file(entry.digest, target)
+        repo.get_entry_file(entry, target)
         os.chmod(target, entry.mode)
         if progress:
             progress(entry.size)

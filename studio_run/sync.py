@@ -213,7 +213,7 @@ class Syncer:
             self.known.add(list(object_keys.values()) + [manifest_key])
             self._advance(manifest.size)
             return
-        sizes = {e.digest: e.size for e in manifest.entries if e.digest}
+        sizes = manifest.objects()
         unknown = set(self.known.unknown(object_keys.values()))
         todo = [d for d, key in object_keys.items() if key in unknown]
         self._advance(sum(sizes[d] for d, key in object_keys.items() if key not in unknown))
@@ -333,7 +333,7 @@ class Syncer:
                 manifest = self.store.local_repo.get_manifest(keys[key])
             except (IntegrityError, OSError, ValueError):
                 continue
-            sizes.update((Repository.object_key(e.digest), e.size) for e in manifest.entries if e.digest)
+            sizes.update((Repository.object_key(d), size) for d, size in manifest.objects().items())
         return len(todo), sum(sizes[k] for k in self.known.unknown(sizes))
 
     # -- studio sync, and the next command after an outage -----------------------------------------

@@ -141,3 +141,31 @@ def test_a_file_rewritten_during_capture_is_never_stored_torn(tmp_path, repo):
         for entry in result.manifest.entries:
             assert entry.digest in allowed
 
+
+
+def test_a_partly_rewritten_large_file_stores_only_the_changed_chunks(tmp_path, repo):
+    from studio_run.objects.digest import FILE_CHUNK
+
+    src = tmp_path / "src"
+    src.mkdir()
+    big = src / "ckpt.bin"
+    payload = bytearray(os.urandom(40 << 20))
+    big.write_bytes(payload)
+    _age(src)
+    cache = StatCache()
+    first = snapshot(str(src), repo, cache)
+    (entry,) = first.manifest.entries
+    assert len(entry.chunks) == 10 and first.bytes_written == len(payload)
+    change = os.urandom(6 << 20)
+    offset = (13 << 20) + 12345  # not chunk-aligned: bytes 13-19 MiB touch chunks 3 and 4
+    with open(big, "r+b") as f:
+        f.seek(offset)
+        f.write(change)
+    payload[offset:offset + len(change)] = change
+    second = snapshot(str(src), repo, cache, previous=first.manifest)
+    assert second.bytes_written == 2 * FILE_CHUNK
+    out = tmp_path / "out"
+    materialize(repo, second.manifest, str(out))
+    assert (out / "ckpt.bin").read_bytes() == bytes(payload)
+    third = snapshot(str(src), repo, StatCache(), previous=None)  # no stat cache: re-read, nothing new
+    assert third.digest == second.digest and third.bytes_written == 0

@@ -85,3 +85,25 @@ def test_restore_refuses_to_write_through_an_existing_symlink(tmp_path, repo):
     with pytest.raises(UnsafePathError):
         materialize(repo, manifest, str(dest))
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_corrupted_chunk_of_a_large_file_is_detected(tmp_path, repo):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "big.bin").write_bytes(os.urandom(10 << 20))
+    manifest = snapshot(str(tmp_path / "src"), repo, StatCache()).manifest
+    chunk = manifest.entries[0].chunks[1][0]
+    path = repo.storage.path_of(repo.object_key(chunk))
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"BAD")
+    with pytest.raises(IntegrityError, match="corrupted"):
+        materialize(repo, manifest, str(tmp_path / "dest"))
+    assert not (tmp_path / "dest" / "big.bin").exists()
+
+
+def test_a_chunk_list_that_does_not_add_up_is_refused():
+    good = hash_bytes(b"x")
+    data = json.dumps({"format": 1, "hash": "blake3", "single_file": False, "entries": [
+        {"path": "f", "size": 2, "mode": 420, "digest": good, "chunks": [[good, 1], [good, 1]]}]}).encode()
+    with pytest.raises(IntegrityError, match="chunk list"):
+        Manifest.from_bytes(data)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ..errors import IntegrityError, UnsafePathError
-from .digest import ALGORITHM, hash_bytes, is_digest
+from .digest import ALGORITHM, chunk_list_digest, hash_bytes, is_digest
 
 __all__ = ["FILE", "LINK", "Entry", "Manifest"]
 
@@ -37,12 +37,16 @@ class Entry:
     mode: int = 0o644
     digest: str = ""
     target: str = ""
+    chunks: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """Compact form: links carry a target, files a digest, size and mode."""
+        """Compact form: links carry a target, files a digest, size and mode (and chunks)."""
         if self.type == LINK:
             return {"path": self.path, "type": LINK, "target": self.target}
-        return {"path": self.path, "size": self.size, "mode": self.mode, "digest": self.digest}
+        data: dict[str, Any] = {"path": self.path, "size": self.size, "mode": self.mode, "digest": self.digest}
+        if self.chunks:
+            data["chunks"] = [[d, n] for d, n in self.chunks]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Entry":
@@ -55,11 +59,18 @@ class Entry:
                 size=int(data["size"]),
                 mode=int(data["mode"]) & 0o777,
                 digest=str(data["digest"]),
+                chunks=tuple((str(d), int(n)) for d, n in data.get("chunks", ())),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"malformed manifest entry {data!r}") from exc
         if not is_digest(entry.digest) or entry.size < 0:
             raise IntegrityError(f"malformed manifest entry {data!r}")
+        if entry.chunks and (
+            any(not is_digest(d) or n <= 0 for d, n in entry.chunks)
+            or sum(n for _, n in entry.chunks) != entry.size
+            or chunk_list_digest(entry.chunks) != entry.digest
+        ):
+            raise IntegrityError(f"chunk list of {entry.path!r} does not add up to its size and digest")
         return entry
 
 
@@ -89,8 +100,20 @@ class Manifest:
         return len(self.entries)
 
     def digests(self) -> set[str]:
-        """Every object digest the manifest refers to."""
-        return {e.digest for e in self.entries if e.type == FILE}
+        """Every object digest the manifest refers to (a chunked file's chunks, not the file)."""
+        return set(self.objects())
+
+    def objects(self) -> dict[str, int]:
+        """Every object the manifest refers to, with its size in bytes."""
+        found: dict[str, int] = {}
+        for e in self.entries:
+            if e.type != FILE:
+                continue
+            if e.chunks:
+                found.update(e.chunks)
+            else:
+                found[e.digest] = e.size
+        return found
 
     def to_bytes(self) -> bytes:
         """Canonical JSON: the same manifest always serialises to the same bytes."""

@@ -24,8 +24,8 @@ from typing import Iterator
 from ..errors import IntegrityError
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
-from .digest import CHUNK, Hasher, hash_bytes
-from .manifest import Manifest
+from .digest import CHUNK, FILE_CHUNK, Hasher, chunk_list_digest, hash_bytes
+from .manifest import Entry, Manifest
 
 __all__ = ["Repository", "copy_with_digest"]
 
@@ -96,7 +96,29 @@ class Repository:
         finally:
             _unlink_quiet(tmp)
 
-    def ingest_bytes(self, data: bytes, digest: str) -> tuple[str, int]:
+    def ingest_file_chunked(self, path: str) -> tuple[str, tuple[tuple[str, int], ...], int]:
+        """Store a large file as fixed-size chunks; ``(chunk-list digest, chunks, bytes_written)``.
+
+        Each chunk is read once into memory, hashed, and written only if the store lacks it, so a
+        partly rewritten checkpoint costs the chunks that changed. Every chunk object is named by
+        the digest of the very bytes written, whatever the source does meanwhile.
+        """
+        chunks: list[tuple[str, int]] = []
+        written = 0
+        buf = bytearray(FILE_CHUNK)
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as src:
+            while True:
+                n = _read_full(src, view)
+                if not n:
+                    break
+                piece = view[:n]
+                digest, stored = self.ingest_bytes(piece, hash_bytes(piece))
+                chunks.append((digest, n))
+                written += stored
+        return chunk_list_digest(chunks), tuple(chunks), written
+
+    def ingest_bytes(self, data: "bytes | memoryview", digest: str) -> tuple[str, int]:
         """Store in-memory content already hashed to ``digest``; ``(digest, bytes_written)``."""
         if os.path.exists(self._local().path_of(self.object_key(digest))):
             return digest, 0
@@ -174,6 +196,35 @@ class Repository:
             raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
         finally:
             _unlink_quiet(tmp)
+
+    def get_entry_file(self, entry: Entry, dest: str) -> None:
+        """Write one manifest entry's file to ``dest``, whole or reassembled from its chunks."""
+        if not entry.chunks:
+            self.get_object_file(entry.digest, dest)
+            return
+        folder = os.path.dirname(os.path.abspath(dest)) or "."
+        tmp = os.path.join(folder, f".tmp-studio-{os.getpid()}-{threading.get_ident()}-{next(_COUNTER)}")
+        try:
+            with open(tmp, "wb") as out:
+                for digest, _size in entry.chunks:
+                    out.write(self.read_object(digest))
+            os.replace(tmp, dest)
+        finally:
+            _unlink_quiet(tmp)
+
+    def read_object(self, digest: str) -> bytes:
+        """An object's bytes, verified; ``IntegrityError`` when missing or corrupted."""
+        try:
+            data = self.storage.read_bytes(self.object_key(digest))
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
+        actual = hash_bytes(data)
+        if actual != digest:
+            raise IntegrityError(
+                f"object {digest[:12]}… is corrupted in the store (its bytes hash to {actual[:12]}…); "
+                "delete the damaged run or re-capture the artifact"
+            )
+        return data
 
     def iter_objects(self) -> Iterator[str]:
         """Digests of every stored object."""
@@ -257,6 +308,17 @@ def _copy_fd(src: int, out: int) -> int:
         while view:
             view = view[os.write(out, view):]
         total += len(chunk)
+
+
+def _read_full(src, view: memoryview) -> int:  # type: ignore[no-untyped-def]
+    """Fill ``view`` from ``src`` unless the file ends first; returns the bytes read."""
+    total = 0
+    while total < len(view):
+        n = src.readinto(view[total:])
+        if not n:
+            break
+        total += n
+    return total
 
 
 def _unlink_quiet(path: str) -> None:
