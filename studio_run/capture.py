@@ -65,13 +65,15 @@ def snapshot(
     previous: Optional[Manifest] = None,
     retries: int = 3,
     progress: Optional[Progress] = None,
+    flush: bool = True,
 ) -> SnapshotResult:
     """Capture ``path`` into ``repo`` (which must be on local disk) and store its manifest.
 
     ``ignore`` is an ``IgnoreRules`` for the workspace; ``previous`` is the last manifest of the
     same artifact, whose files are known to be stored and are kept for files that will not hold
-    still. The manifest is written after a ``flush`` of the objects, but no record points at it
-    yet: the caller publishes it.
+    still. With ``flush`` (the default) objects and manifest are durable on return; a caller
+    capturing several folders passes False and calls ``repo.flush()`` once. No record points at
+    the manifest yet: the caller publishes it, after the flush.
     """
     path = os.path.abspath(path)
     single = os.path.isfile(path)
@@ -140,9 +142,9 @@ def snapshot(
             entries.extend(e for e in pool.map(work, todo) if e is not None)
         stat_cache.save()
     manifest = Manifest.build(entries, single_file=single)
-    if written[0]:
-        repo.storage.flush()
     repo.put_manifest(manifest)
+    if flush:
+        repo.flush()
     return SnapshotResult(manifest, written[0], written[1], len(todo), tuple(sorted(unstable)), tuple(skipped))
 
 

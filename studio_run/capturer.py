@@ -72,7 +72,7 @@ class Capturer:
                     with guard:
                         result = snapshot(
                             target.path, self.store.local_repo, self.stat_cache, ignore=target.ignore,
-                            previous=target.manifest, retries=retries, progress=progress,
+                            previous=target.manifest, retries=retries, progress=progress, flush=False,
                         )
                 except OSError as exc:
                     self.errors.append(f"{target.tag}: {exc.strerror or exc} ({exc.filename or target.path})")
@@ -94,6 +94,7 @@ class Capturer:
                         single_file=manifest.single_file,
                     )
                 target.manifest = result.manifest
+            self.store.local_repo.flush()  # objects and manifests durable before any record
             if changed and publish:
                 self.store.publish(self.record)
         return results

@@ -42,6 +42,13 @@ class Repository:
         self._folders: set[str] = set()
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
+        self._dirty = False
+
+    def flush(self) -> None:
+        """Make everything written through this repository durable (one ``syncfs``), if anything was."""
+        if self._dirty:
+            self._dirty = False
+            self.storage.flush()
 
     @property
     def is_local(self) -> bool:
@@ -64,10 +71,15 @@ class Repository:
         """Whether the object is stored."""
         return self.storage.exists(self.object_key(digest))
 
-    def put_object_file(self, digest: str, path: str) -> bool:
-        """Store a file already known to hash to ``digest``; False when it was there already."""
+    def put_object_file(self, digest: str, path: str, *, assume_absent: bool = False) -> bool:
+        """Store a file already known to hash to ``digest``; False when it was there already.
+
+        ``assume_absent`` skips the existence check (a round trip) for a caller that has just
+        listed the store; should the object have arrived since, it is stored again with the
+        same bytes, which is harmless.
+        """
         key = self.object_key(digest)
-        if self.storage.exists(key):
+        if not assume_absent and self.storage.exists(key):
             return False
         self.storage.put_file(path, key)
         return True
@@ -157,6 +169,7 @@ class Repository:
                 os.makedirs(folder, exist_ok=True)
                 self._folders.add(folder)
             os.rename(tmp, target)
+            self._dirty = True
         finally:
             with self._lock:
                 self._inflight.discard(digest)
@@ -226,9 +239,9 @@ class Repository:
             )
         return data
 
-    def iter_objects(self) -> Iterator[str]:
-        """Digests of every stored object."""
-        for key in self.storage.list("objects/"):
+    def iter_objects(self, fan: str = "") -> Iterator[str]:
+        """Digests of every stored object, or of those in one fan-out folder (``fan``: ``"ab"``)."""
+        for key in self.storage.list(f"objects/{fan}/" if fan else "objects/"):
             _, fan, rest = key.split("/", 2)
             yield fan + rest
 
@@ -238,10 +251,30 @@ class Repository:
 
     # -- manifests --------------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest) -> str:
-        """Store a manifest (once) and return its digest."""
+        """Store a manifest (once) and return its digest.
+
+        On local disk it is written like an object (temp file and rename, no fsync of its own):
+        like objects, it becomes durable with the ``flush`` that precedes the record pointing
+        at it. Remote stores are durable on return.
+        """
         digest = manifest.digest
         key = self.manifest_key(digest)
-        if not self.storage.exists(key):
+        if self.is_local:
+            target = self._local().path_of(key)
+            if not os.path.exists(target):
+                tmp = self._temp_path()
+                try:
+                    with open(tmp, "wb") as out:
+                        out.write(manifest.to_bytes())
+                    folder = os.path.dirname(target)
+                    if folder not in self._folders:
+                        os.makedirs(folder, exist_ok=True)
+                        self._folders.add(folder)
+                    os.rename(tmp, target)
+                    self._dirty = True
+                finally:
+                    _unlink_quiet(tmp)
+        elif not self.storage.exists(key):
             self.storage.write_bytes(key, manifest.to_bytes())
         return digest
 
