@@ -5,7 +5,9 @@
 network. For every pending run the thread uploads, in this order:
 
 1. each artifact's objects that the store lacks (several at once: thousands of small files
-   are bound by round trips, not bandwidth);
+   are bound by round trips, not bandwidth; and when many are not known to be stored, a
+   listing of the store, a thousand keys a request, says which it lacks, instead of a request
+   per object);
 2. then the artifact's manifest;
 3. then the environment, and the record last.
 
@@ -21,7 +23,9 @@ studio command (``push_pending``). Nothing here ever raises into the run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -43,7 +47,12 @@ __all__ = ["SyncReport", "Syncer", "describe_broken"]
 
 log = logging.getLogger(__name__)
 
-_WORKERS = 8  # objects uploaded at once
+_WORKERS = 16  # objects uploaded at once: small ones are bound by round trips, not bandwidth
+_LARGE_WORKERS = 4  # of which objects the backend sends in several parts at once (S3: 8 each)
+_LARGE = 8 << 20  # S3's multipart threshold; studio stores larger files as 4 MiB chunks anyway
+_LIST_FROM = 64  # objects not known to be stored above which the store is listed, not asked per object
+_LIST_PAGE = 1000  # keys one listing request returns (S3, GCS)
+_FAN_OUT = 256  # two-hex-character folders under objects/
 _TRANSIENT = (StoreUnreachableError, ConnectionError, TimeoutError)
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0  # seconds between rounds while the store fails
 _REFUSED_RETRY = 60.0  # after an answer that retrying will not change (credentials, permission)
@@ -216,15 +225,27 @@ class Syncer:
         sizes = manifest.objects()
         unknown = set(self.known.unknown(object_keys.values()))
         todo = [d for d, key in object_keys.items() if key in unknown]
+        missing: set[str] = set()  # listed as absent: stored without asking again
+        if len(todo) > _LIST_FROM:
+            try:
+                present, missing = self._list_stored(todo)
+            except PermissionError:  # may read and write objects but not list them: ask each
+                present = set()
+            self.known.add(object_keys[d] for d in present)
+            unknown.difference_update(object_keys[d] for d in present)
+            todo = [d for d in todo if d not in present]
         self._advance(sum(sizes[d] for d, key in object_keys.items() if key not in unknown))
         stored: list[str] = []
         lock = threading.Lock()
+        large = threading.Semaphore(_LARGE_WORKERS)
 
         def push(digest: str) -> None:
             path = self.staging.path_of(object_keys[digest])
             if not os.path.isfile(path):
                 raise _Broken(f"object {digest[:12]}… is missing from staging")
-            if self.store.repo.put_object_file(digest, path):
+            with large if sizes[digest] >= _LARGE else contextlib.nullcontext():
+                sent = self.store.repo.put_object_file(digest, path, assume_absent=digest in missing)
+            if sent:
                 with lock:
                     self._sent += sizes[digest]
             with lock:
@@ -237,6 +258,46 @@ class Syncer:
             self.known.add(stored)
         self.store.repo.put_manifest(manifest)
         self.known.add([manifest_key])
+
+    def _list_stored(self, digests: list[str]) -> tuple[set[str], set[str]]:
+        """Learn which of ``digests`` (many, none known) the store holds by listing it, not by a
+        request per object: ``(present, absent)``; a digest in neither is left to be asked about.
+
+        One listing request answers for up to a thousand keys. The first fan-out folder needed
+        is listed; digests spread evenly over the 256 folders, so its size tells the store's,
+        and the rest is learnt in the fewest rounds of requests: the whole ``objects/`` in one
+        paged listing (a small store: its pages come one after another), each folder still
+        needed (a large store: ``workers`` folders at once), or one question per object (a
+        large store and few objects). A store of millions of objects is never listed whole:
+        past about 16,000 objects, the folders win.
+        """
+        repo = self.store.repo
+        wanted = set(digests)
+        folders = sorted({d[:2] for d in digests})
+        listed = set(repo.iter_objects(folders[0]))
+        present = listed & wanted
+        done = {d for d in digests if d[:2] == folders[0]}
+        rest, others = folders[1:], len(digests) - len(done)
+        if not rest:
+            return present, done - present
+        folder_pages = max(1, math.ceil(len(listed) / _LIST_PAGE))
+        whole = max(1, math.ceil(len(listed) * _FAN_OUT / _LIST_PAGE))
+        by_folder = math.ceil(len(rest) * folder_pages / self.workers)
+        by_object = math.ceil(others / self.workers)
+        if whole <= min(by_folder, by_object):
+            present.update(d for d in repo.iter_objects() if d in wanted)
+        elif by_folder <= by_object:
+            lock = threading.Lock()
+
+            def list_folder(fan: str) -> None:
+                found = [d for d in repo.iter_objects(fan) if d in wanted]
+                with lock:
+                    present.update(found)
+
+            _parallel(list_folder, rest, self.workers)
+        else:
+            return present, done - present
+        return present, wanted - present
 
     # -- the end of a run --------------------------------------------------------------------------
     def finish(self, timeout: float) -> bool:

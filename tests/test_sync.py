@@ -242,6 +242,74 @@ def test_content_another_machine_stored_is_not_uploaded_again(tmp_path, spy, ope
     assert spy.count("exists", "objects/") - exists_before == len(FILES) + 1  # the manifest vouched
 
 
+MANY = {f"m{i:03}.bin": f"many {i}\n".encode() for i in range(200)}  # above the listing threshold
+
+
+def _fill(spy: SpyStorage, per_folder: int) -> None:
+    """Objects of other snapshots in every fan-out folder, written without counting."""
+    for fan in range(256):
+        for i in range(per_folder):
+            digest = f"{fan:02x}{i:062x}"
+            MemoryStorage.write_bytes(spy, Repository.object_key(digest), b"other")
+
+
+def test_many_objects_are_learnt_by_listing_and_sent_without_asking_each(tmp_path, spy, opened):
+    a = opened(tmp_path / "a", spy)
+    a.publish(_record(a, "many", {"w": _tree(tmp_path / "w", MANY)}))
+    assert a.syncer().finish(10)
+    assert spy.count("write", "objects/") == len(MANY) and spy.count("exists", "objects/") == 0
+    assert spy.count("list", "objects/") == 2  # one fan-out folder, then (an empty store) the whole
+
+    b = opened(tmp_path / "b", spy)  # another machine: its own staging, nothing known yet
+    more = {**MANY, **{f"n{i:03}.bin": f"new {i}\n".encode() for i in range(100)}}
+    b.publish(_record(b, "more", {"w": _tree(tmp_path / "w2", more)}))
+    assert b.syncer().finish(10)
+    object_writes = [n for (op, key), n in spy.calls.items() if op == "write" and key.startswith("objects/")]
+    assert len(object_writes) == len(more) and set(object_writes) == {1}  # only the new ones, once
+    assert spy.count("exists", "objects/") == 0 and spy.count("list", "objects/") == 4
+    assert spy.violations == []
+
+
+def test_a_large_store_is_listed_one_needed_folder_at_a_time(tmp_path, spy, opened):
+    _fill(spy, per_folder=100)  # 25,600 objects: listing them whole would take 26 pages in a row
+    store = opened(tmp_path / "a", spy)
+    record = _record(store, "big", {"w": _tree(tmp_path / "w", MANY)})
+    store.publish(record)
+    assert store.syncer().finish(10)
+    folders = {d[:2] for d in store.local_repo.get_manifest(record.artifacts["w"].digest).digests()}
+    listed = [key for (op, key), n in spy.calls.items() if op == "list" and key.startswith("objects/")]
+    assert sorted(listed) == sorted(f"objects/{fan}/" for fan in folders)  # each once, never objects/
+    assert spy.count("write", "objects/") == len(MANY) and spy.count("exists", "objects/") == 0
+    assert spy.violations == []
+
+
+def test_few_objects_in_a_large_store_are_asked_about_one_by_one(tmp_path, spy, opened, monkeypatch):
+    from studio_run import sync
+
+    monkeypatch.setattr(sync, "_LIST_PAGE", 10)  # 100 objects a folder: 10 pages each
+    _fill(spy, per_folder=100)
+    store = opened(tmp_path / "a", spy)
+    store.publish(_record(store, "few", {"w": _tree(tmp_path / "w", MANY)}))
+    assert store.syncer().finish(10)
+    probed = [key for (op, key), n in spy.calls.items() if op == "list" and key.startswith("objects/")]
+    assert len(probed) == 1  # one folder told the store's size; asking is then cheaper
+    in_probe = sum(1 for (op, key) in spy.calls if op == "write" and key.startswith(probed[0]))
+    assert spy.count("exists", "objects/") == len(MANY) - in_probe
+    assert spy.count("write", "objects/") == len(MANY) and spy.violations == []
+
+
+def test_a_store_that_refuses_listing_is_asked_about_each_object(tmp_path, spy, opened, monkeypatch):
+    def refuse(prefix: str = ""):
+        raise PermissionError(f"{spy.url}: list {prefix!r}: AccessDenied")
+
+    monkeypatch.setattr(spy, "list", refuse)
+    store = opened(tmp_path / "a", spy)
+    store.publish(_record(store, "nolist", {"w": _tree(tmp_path / "w", MANY)}))
+    assert store.syncer().finish(10)
+    assert spy.count("write", "objects/") == len(MANY) and spy.count("exists", "objects/") == len(MANY)
+    assert spy.violations == []
+
+
 def test_an_outage_keeps_the_run_on_disk_and_sync_delivers_it_later(tmp_path, spy, opened, capsys):
     store = opened(tmp_path / "a", spy)
     record = _record(store, "linreg", {"weights": _tree(tmp_path / "w", FILES)})

@@ -242,8 +242,8 @@ class Repository:
     def iter_objects(self, fan: str = "") -> Iterator[str]:
         """Digests of every stored object, or of those in one fan-out folder (``fan``: ``"ab"``)."""
         for key in self.storage.list(f"objects/{fan}/" if fan else "objects/"):
-            _, fan, rest = key.split("/", 2)
-            yield fan + rest
+            _, head, rest = key.split("/", 2)
+            yield head + rest
 
     def delete_object(self, digest: str) -> None:
         """Remove an object (garbage collection only)."""

@@ -41,6 +41,10 @@ __all__ = ["GCSStorage"]
 
 _MiB = 1024 * 1024
 _DEFAULT_PROJECT = "studio"
+# Connections kept open must cover the requests in flight, or urllib3 drops the surplus (with a
+# warning) and reconnects: the uploader (studio_run.sync) sends 16 objects at once, and
+# requests keeps 10 connections by default.
+_POOL_CONNECTIONS = 32
 
 # SDK exception class name (looked up along the MRO) or HTTP status -> what callers see.
 _ERROR_TABLE: dict[str, type[Exception]] = {
@@ -114,6 +118,7 @@ class GCSStorage(Storage):
                 self._client = storage.Client(
                     project=project or adc_project or _DEFAULT_PROJECT, credentials=credentials
                 )
+        self._widen_pool()
         self._bucket = self._client.bucket(bucket)
         self._ensure_bucket(location)
 
@@ -124,6 +129,16 @@ class GCSStorage(Storage):
         return cls(bucket, prefix, **options)
 
     # -- helpers ----------------------------------------------------------------------------
+    def _widen_pool(self) -> None:
+        """Keep ``_POOL_CONNECTIONS`` connections in the SDK's session (its mTLS adapter, when
+        one is configured, is left as it is)."""
+        from requests.adapters import HTTPAdapter
+
+        session = self._client._http
+        for scheme in ("https://", "http://"):
+            if type(session.adapters.get(scheme)) is HTTPAdapter:
+                session.mount(scheme, HTTPAdapter(pool_maxsize=_POOL_CONNECTIONS))
+
     def _key(self, key: str) -> str:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
