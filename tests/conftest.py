@@ -43,6 +43,15 @@ def _start(server) -> None:
     pytest.fail(reason, pytrace=False)  # outside the except: one clear message, no chained trace
 
 
+def _serve(server):  # type: ignore[no-untyped-def]
+    """Start ``server`` (failing loudly if it cannot), yield it, stop it by its own PID."""
+    _start(server)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def fake_aws_env() -> Iterator[None]:
     """Fake AWS credentials and region for the whole session, so real ones are never used."""
@@ -57,53 +66,28 @@ def fake_aws_env() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def s3_server(fake_aws_env) -> Iterator[MotoS3Server]:
     """moto's S3 on 127.0.0.1; ``.endpoint`` is its URL, ``.reset()`` empties it."""
-    server = MotoS3Server()
-    _start(server)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(MotoS3Server())
 
 
 @pytest.fixture(scope="session")
 def s3_auth_server(tmp_path_factory) -> Iterator[MotoAuthS3Server]:
     """moto checking signatures and IAM policies, in its own process; ``.reader`` may only read."""
-    server = MotoAuthS3Server(tmp_path_factory.mktemp("moto-auth"))
-    _start(server)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(MotoAuthS3Server(tmp_path_factory.mktemp("moto-auth")))
 
 
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory) -> Iterator[FakeGCSServer]:
     """fake-gcs-server on 127.0.0.1 (in memory); ``.endpoint`` is its URL."""
-    server = FakeGCSServer(tmp_path_factory.mktemp("gcs"))
-    _start(server)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(FakeGCSServer(tmp_path_factory.mktemp("gcs")))
 
 
 @pytest.fixture(scope="session")
 def sftp_server(tmp_path_factory) -> Iterator[SSHServer]:
     """OpenSSH sshd on 127.0.0.1; ``.url(path)`` and ``.options()`` open a store on it."""
-    server = SSHServer(tmp_path_factory.mktemp("sshd"))
-    _start(server)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(SSHServer(tmp_path_factory.mktemp("sshd")))
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     """redis-server on 127.0.0.1 without persistence; ``.url`` is ``redis://127.0.0.1:PORT/0``."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    _start(server)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _serve(RedisServer(tmp_path_factory.mktemp("redis")))
