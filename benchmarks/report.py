@@ -36,6 +36,8 @@ def render(result: dict[str, Any]) -> str:
         "see `benchmarks/README.md`.",
         "",
     ]
+    if result.get("updated"):
+        out += [f"Updated: {result['updated']}; each workload below says when it was measured.", ""]
     if result["mode"] != "full":
         out += ["**Quick mode: about 1/8 of the data, shorter training. The goals are stated for the full "
                 "sizes, so the met column here only shows that the harness works.**", ""]
@@ -49,7 +51,8 @@ def render(result: dict[str, Any]) -> str:
             out.append(f"| {w['id']} | {w['title']} | {g['text']} | {g['shown']} | {met} |")
     out += ["", "## Results", ""]
     for w in result["workloads"]:
-        out += [f"### {w['id']}: {w['title']}", "", w["data"], ""]
+        when = f" Measured {w['measured']['started']}." if result.get("updated") and "measured" in w else ""
+        out += [f"### {w['id']}: {w['title']}", "", w["data"] + when, ""]
         out += ["| contender | median s | min s | max s | written | content | peak RSS | studio / this |",
                 "|---|---|---|---|---|---|---|---|"]
         primary = next((c["summary"] for c in w["contenders"] if c["label"] == w["primary"] and c["summary"]), None)

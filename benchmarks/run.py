@@ -41,6 +41,8 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--workdir", metavar="DIR", help="where the temporary data folder is made")
     p.add_argument("--no-drop-caches", action="store_true", help="keep the page cache between repetitions")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
+    p.add_argument("--update", action="store_true",
+                   help="replace only the workloads run now in the existing latest.json/.md (re-run some rows)")
     args = p.parse_args(argv)
     known = {w.id for w in WORKLOADS}
     args.ids = [i.strip().upper() for i in args.only.split(",")] if args.only else sorted(known)
@@ -202,11 +204,37 @@ def main(argv: Optional[list[str]] = None) -> int:
         "machine": machine_description(args.workdir or tempfile.gettempdir(), _versions(tools)),
         "scale": scale.__dict__, "drop_caches": drop, "workloads": results, "method": _method(drop),
     }
+    stamp = {"command": result["command"], "started": result["started"]}
+    for done in results:
+        done["measured"] = stamp
+    if args.update:
+        result = _merged(args.out, result)
     print(report.write(args.out, result))
     failed = [c["label"] for w in results for c in w["contenders"] if c["status"] == "failed"]
     if failed:
         print(f"failed: {', '.join(failed)} (see the table)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _merged(out: str, result: dict[str, Any]) -> dict[str, Any]:
+    """``result``'s workloads put in place of the same ones in ``out``'s latest.json (same mode only)."""
+    import json
+
+    try:
+        with open(os.path.join(out, "latest.json")) as f:
+            old = json.load(f)
+    except FileNotFoundError:
+        return result
+    if old.get("mode") != result["mode"]:
+        raise SystemExit(f"--update: {out}/latest.json is a {old.get('mode')} run, this one is {result['mode']}")
+    new = {w["id"]: w for w in result["workloads"]}
+    for w in old["workloads"]:
+        w.setdefault("measured", {"command": old["command"], "started": old["started"]})
+    ids = ", ".join(sorted(new))
+    workloads = [new.pop(w["id"], w) for w in old["workloads"]] + list(new.values())
+    return dict(result, workloads=sorted(workloads, key=lambda w: w["id"]), minutes=old["minutes"] + result["minutes"],
+                command=old["command"], started=old["started"],
+                updated=f"{ids} re-run {result['started']} (`{result['command']}`)")
 
 
 def _method(drop: bool) -> list[str]:

@@ -145,7 +145,7 @@ def _w4_reset(ctx: Ctx, data: Data, scale: Scale, rep: int) -> None:
 
 def _w5(ctx: Ctx, scale: Scale, data: Data) -> list[Contender]:
     steps = round(scale.train_seconds / scale.ckpt_every)
-    work = calibrate_work(scale.ckpt_every * 0.95)  # the rest of the step is writing the checkpoint
+    work = calibrate_work(scale.ckpt_every * 0.9)  # the rest of the step makes and writes the checkpoint
     script = ["train.py", "ckpt", str(scale.ckpt_size), str(steps), str(work)]
     plain, studio = ctx.path("plain"), ctx.path("studio")
     for cwd in (plain, studio):

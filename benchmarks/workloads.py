@@ -77,11 +77,10 @@ def work(n):
 def main():
     out, size, steps, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     os.makedirs(out, exist_ok=True)
-    weights = bytearray(os.urandom(size))
     start = time.perf_counter()
     for step in range(steps):
         work(n)
-        weights[:16] = os.urandom(16)  # new content every time: nothing to deduplicate
+        weights = os.urandom(size)  # every weight changes between checkpoints: nothing to deduplicate
         with open(os.path.join(out, f"step-{step:03d}.pt"), "wb") as f:
             f.write(weights)
     seconds = time.perf_counter() - start
@@ -149,7 +148,7 @@ def mutate(paths: list[str], nbytes: int, rep: int) -> None:
         path = os.path.join(root, names[rep % len(names)])
         size = os.path.getsize(path)
         with open(path, "r+b") as f:
-            f.seek(max(0, (size - nbytes) // 2))
+            f.seek(max(0, (size - nbytes) // 2 - 12_345))  # off any power-of-two chunk boundary
             f.write(payload)
 
 
@@ -228,12 +227,14 @@ def describe(scale: Scale) -> dict[str, str]:
     return {
         "W1": f"Data: {w1}.",
         "W2": f"Data: W1's folder; before each repetition {scale.change // MiB} MiB of new random bytes are "
-              f"written in place into the middle of one {scale.big_size // MiB} MiB file (size and inode kept).",
+              f"written in place near the middle of one {scale.big_size // MiB} MiB file, at an offset that is "
+              "no multiple of a power of two (size and inode kept).",
         "W3": "Data: W1's folder, already captured once, unchanged.",
         "W4": f"Data: {scale.small_files} files of {scale.small_size // KiB} KiB in folders of 1,000, to moto's "
               "S3 server on 127.0.0.1 (started by the harness, emptied before each repetition).",
         "W5": f"A script doing {scale.train_seconds:g} s of single-core work, writing a new "
-              f"{scale.ckpt_size // MiB} MiB checkpoint file every {scale.ckpt_every:g} s; studio captures its "
+              f"{scale.ckpt_size // MiB} MiB checkpoint file of all-new random bytes every {scale.ckpt_every:g} s; "
+              "studio captures its "
               f"checkpoint folder every {scale.capture_interval:g} s. Time is the script's own wall time.",
         "W6": "Data: W1's folder captured by studio (or tarred, pushed, logged by the baselines); cold: an empty "
               "blob cache and a dropped page cache; warm: the cache already holds the artifact.",
