@@ -31,6 +31,7 @@ from typing import Optional
 __all__ = [
     "Cmd",
     "CommandFailed",
+    "CpuClock",
     "Sample",
     "disk_usage",
     "drop_caches",
@@ -121,6 +122,37 @@ def _tail(path: str, lines: int = 6) -> str:
         f.seek(max(0, os.fstat(f.fileno()).st_size - 4000))
         text = f.read().decode(errors="replace").strip().splitlines()
     return " | ".join(text[-lines:])
+
+
+class CpuClock:
+    """CPU seconds the rest of the machine used since ``start``: other sessions, kernel threads.
+
+    The whole machine's busy time (``/proc/stat``) less this process's and its children's. A
+    benchmark shares its cores with whatever else runs; this says how much did, so a reader can
+    tell a quiet run from a loaded one. Kernel write-back of the contenders' own files counts as
+    "other", so I/O-heavy workloads show a few seconds even on a quiet machine.
+    """
+
+    def __init__(self) -> None:
+        self.start = self._busy() - self._ours()
+
+    def others(self) -> float:
+        """CPU seconds used by other processes since this clock started."""
+        return (self._busy() - self._ours()) - self.start
+
+    @staticmethod
+    def _busy() -> float:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _ours() -> float:
+        import resource
+
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def disk_usage(*paths: str) -> int:

@@ -23,7 +23,15 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import report  # noqa: E402
 from contenders import S3, Contender, Ctx, Tools, remove  # noqa: E402
-from measure import CommandFailed, Sample, can_drop_caches, drop_caches, machine_description, run_command  # noqa: E402
+from measure import (  # noqa: E402
+    CommandFailed,
+    CpuClock,
+    Sample,
+    can_drop_caches,
+    drop_caches,
+    machine_description,
+    run_command,
+)
 from suite import WORKLOADS, Data, Workload, summarize  # noqa: E402
 from workloads import FULL, QUICK, Scale, describe  # noqa: E402
 
@@ -70,6 +78,7 @@ def _measure(c: Contender, cold: bool, log: str) -> Sample:
 
 def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data, workdir: str,
                   drop: bool, quick: bool) -> dict[str, Any]:
+    clock, began = CpuClock(), time.time()
     root = os.path.join(workdir, w.id)
     os.makedirs(root, exist_ok=True)
     log = os.path.join(workdir, f"{w.id}.log")
@@ -126,7 +135,12 @@ def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data
     for row in rows.values():
         if row["samples"]:
             row["summary"] = summarize(row["samples"])
-    return _workload_result(w, scale, reps, rows, cold=w.cold and drop)
+    result = _workload_result(w, scale, reps, rows, cold=w.cold and drop)
+    others, elapsed = clock.others(), time.time() - began
+    result["other_cpu_seconds"] = round(others, 1)
+    result["notes"].append(f"Other processes (other sessions, kernel write-back) used {others:.0f} CPU-seconds of "
+                           f"the {elapsed * (os.cpu_count() or 1):.0f} the machine had during this workload.")
+    return result
 
 
 def _why(exc: Exception) -> str:
