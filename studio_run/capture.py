@@ -164,9 +164,10 @@ def _read_stable(
             return None, 0
         if stat_key(before) != stat_key(after):
             continue
-        if started - after.st_mtime_ns < _RACY_NS:
+        if after.st_size and started - after.st_mtime_ns < _RACY_NS:
             # Modified within a clock tick of the read: a write in the same tick would not move
-            # the mtime, so confirm with a second read once the tick has passed.
+            # the mtime, so confirm with a second read once the tick has passed. (An empty file
+            # needs no second look: any write to it changes its size.)
             time.sleep(_RACY_NS / 1e9)
             again = hash_file_chunked(full)[0] if chunks else hash_file(full)
             if stat_key(os.stat(full)) != stat_key(after) or again != digest:
