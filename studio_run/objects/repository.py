@@ -164,16 +164,20 @@ class Repository:
                 return digest, 0
             self._inflight.add(digest)
         try:
-            folder = os.path.dirname(target)
-            if folder not in self._folders:
-                os.makedirs(folder, exist_ok=True)
-                self._folders.add(folder)
-            os.rename(tmp, target)
-            self._dirty = True
+            self._rename_into_place(tmp, target)
         finally:
             with self._lock:
                 self._inflight.discard(digest)
         return digest, size
+
+    def _rename_into_place(self, tmp: str, target: str) -> None:
+        """Move a finished temp file onto its name, creating its fan-out folder once."""
+        folder = os.path.dirname(target)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        os.rename(tmp, target)
+        self._dirty = True
 
     def get_object_file(self, digest: str, dest: str) -> None:
         """Write the object to ``dest`` (atomically), raising ``IntegrityError`` if its bytes are wrong.
@@ -266,12 +270,7 @@ class Repository:
                 try:
                     with open(tmp, "wb") as out:
                         out.write(manifest.to_bytes())
-                    folder = os.path.dirname(target)
-                    if folder not in self._folders:
-                        os.makedirs(folder, exist_ok=True)
-                        self._folders.add(folder)
-                    os.rename(tmp, target)
-                    self._dirty = True
+                    self._rename_into_place(tmp, target)
                 finally:
                     _unlink_quiet(tmp)
         elif not self.storage.exists(key):
