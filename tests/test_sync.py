@@ -39,6 +39,7 @@ class SpyStorage(MemoryStorage):
         self.calls: collections.Counter = collections.Counter()
         self.order: list[tuple[str, str]] = []
         self.down = False
+        self.refuse_writes = False
         self.write_delay = 0.0
         self.violations: list[str] = []
         self._lock = threading.Lock()
@@ -64,6 +65,8 @@ class SpyStorage(MemoryStorage):
 
     def write_bytes(self, key: str, data: bytes, *, exclusive: bool = False) -> None:
         self._call("write", key)
+        if self.refuse_writes:
+            raise StoreUnreachableError(f"{self.url}: write refused")
         if self.write_delay:
             time.sleep(self.write_delay)
         if key.startswith("experiments/") and not key.endswith(".env.json"):
@@ -335,11 +338,11 @@ def test_an_outage_keeps_the_run_on_disk_and_sync_delivers_it_later(tmp_path, sp
 
 def test_a_run_held_by_a_live_process_is_left_to_it(tmp_path, spy, opened):
     live = opened(tmp_path / "a", spy)
-    spy.down = True
+    spy.refuse_writes = True  # the live run cannot finish before the other process looks
     live.publish(_record(live, "busy", {"w": _tree(tmp_path / "w", FILES)}))
-    spy.down = False
     other = opened(tmp_path / "a", spy, connect=False)
     report = other.syncer().push_pending()
+    spy.refuse_writes = False
     assert report.runs == 0 and len(report.busy) == 1 and report.busy[0].startswith("busy--")
     assert live.syncer().finish(10) is True
 
