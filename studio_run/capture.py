@@ -33,7 +33,10 @@ __all__ = ["SnapshotResult", "snapshot"]
 
 _SMALL = 1 << 20
 _RACY_NS = 50_000_000
+#: Reading small files is mostly Python work under the GIL: more threads than this only queue
+#: for it (measured: 5,000 cold 40 KiB files take 0.35 s on 1-2 threads, 0.75 s on 8).
 _WORKERS = 4
+_BATCH_FILES = 64
 
 Progress = Callable[[int], None]
 _Chunks = tuple[tuple[str, int], ...]
@@ -137,15 +140,38 @@ def snapshot(
             progress(entry.size)
         return entry
 
+    def work_batch(batch: list[tuple[str, os.stat_result]]) -> list[Optional[Entry]]:
+        return [work(item) for item in batch]
+
     if todo:
-        with ThreadPoolExecutor(min(_WORKERS, len(todo))) as pool:
-            entries.extend(e for e in pool.map(work, todo) if e is not None)
+        batches = _batches(todo)
+        with ThreadPoolExecutor(min(_WORKERS, len(batches))) as pool:
+            for done in pool.map(work_batch, batches):
+                entries.extend(e for e in done if e is not None)
         stat_cache.save()
     manifest = Manifest.build(entries, single_file=single)
     repo.put_manifest(manifest)
     if flush:
         repo.flush()
     return SnapshotResult(manifest, written[0], written[1], len(todo), tuple(sorted(unstable)), tuple(skipped))
+
+
+def _batches(todo: list[tuple[str, os.stat_result]]) -> list[list[tuple[str, os.stat_result]]]:
+    """Group small files into tasks of up to ``_BATCH_FILES`` (a task per file costs more than
+    reading a 20 KiB file); a file of a megabyte or more is a task of its own."""
+    batches: list[list[tuple[str, os.stat_result]]] = []
+    small: list[tuple[str, os.stat_result]] = []
+    for item in todo:
+        if item[1].st_size >= _SMALL:
+            batches.append([item])
+            continue
+        small.append(item)
+        if len(small) == _BATCH_FILES:
+            batches.append(small)
+            small = []
+    if small:
+        batches.append(small)
+    return batches
 
 
 def _read_stable(

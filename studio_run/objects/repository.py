@@ -19,7 +19,7 @@ import itertools
 import os
 import secrets
 import threading
-from typing import Iterator
+from typing import Iterator, Optional
 
 from ..errors import IntegrityError
 from ..storage.base import Storage
@@ -32,6 +32,9 @@ __all__ = ["Repository", "copy_with_digest"]
 _SWEEP_KEY = "gc/last-sweep"
 
 _COUNTER = itertools.count()
+_LOOK_FIRST_FROM = 1 << 20
+#: Whether this kernel, file system and /proc can make unnamed files and link them (learned once).
+_UNNAMED = [os.path.isdir("/proc/self/fd") and hasattr(os, "O_TMPFILE")]
 
 
 class Repository:
@@ -93,6 +96,22 @@ class Repository:
         the bytes it holds, even if the source changed mid-copy; the caller compares stats
         before and after to decide whether the copy is a consistent one.
         """
+        out = self._open_unnamed()
+        if out is None:
+            return self._ingest_file_named(path)
+        try:
+            with open(path, "rb") as src:
+                size = _copy_fd(src.fileno(), out)
+            hasher = Hasher(size)
+            if size:
+                hasher.update_mmap(_fd_path(out))
+            digest = hasher.hexdigest()
+            return digest, self._link_into_place(out, digest, size)
+        finally:
+            os.close(out)
+
+    def _ingest_file_named(self, path: str) -> tuple[str, int]:
+        """``ingest_file`` where unnamed files are not available: a named temp file and a rename."""
         tmp = self._temp_path()
         try:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
@@ -131,21 +150,71 @@ class Repository:
         return chunk_list_digest(chunks), tuple(chunks), written
 
     def ingest_bytes(self, data: "bytes | memoryview", digest: str) -> tuple[str, int]:
-        """Store in-memory content already hashed to ``digest``; ``(digest, bytes_written)``."""
-        if os.path.exists(self._local().path_of(self.object_key(digest))):
+        """Store in-memory content already hashed to ``digest``; ``(digest, bytes_written)``.
+
+        Content of a megabyte or more is looked up first, to skip writing it again; smaller
+        content is written straight away, since the link that names it fails on its own when
+        the object exists, for less than a separate lookup costs.
+        """
+        if len(data) >= _LOOK_FIRST_FROM and os.path.exists(self._local().path_of(self.object_key(digest))):
             return digest, 0
+        out = self._open_unnamed()
+        if out is None:
+            return self._ingest_bytes_named(data, digest)
+        try:
+            _write_all(out, data)
+            return digest, self._link_into_place(out, digest, len(data))
+        finally:
+            os.close(out)
+
+    def _ingest_bytes_named(self, data: "bytes | memoryview", digest: str) -> tuple[str, int]:
         tmp = self._temp_path()
         try:
             out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(out, view):]
+                _write_all(out, data)
             finally:
                 os.close(out)
             return self._commit_temp(tmp, digest, len(data))
         finally:
             _unlink_quiet(tmp)
+
+    def _open_unnamed(self) -> Optional[int]:
+        """A new file with no name yet in the store (``O_TMPFILE``), or None where unsupported.
+
+        Such a file is given its object name by ``link`` once complete, which fails when the
+        object exists, so "already stored" costs no lookup, two writers of the same content
+        settle it in the kernel, and a crash before the link leaves nothing behind to clean up.
+        """
+        if not _UNNAMED[0]:
+            return None
+        folder = os.path.join(self._local().root, ".tmp")
+        try:
+            return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o444)
+        except FileNotFoundError:
+            os.makedirs(folder, exist_ok=True)
+            return self._open_unnamed()
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                _UNNAMED[0] = False
+                return None
+            raise
+
+    def _link_into_place(self, fd: int, digest: str, size: int) -> int:
+        """Name an unnamed file as the object ``digest``; bytes written, 0 if it was stored already."""
+        target = self._local().path_of(self.object_key(digest))
+        folder = os.path.dirname(target)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+        try:
+            # linkat(AT_SYMLINK_FOLLOW) through /proc: the one way to name an O_TMPFILE without
+            # CAP_DAC_READ_SEARCH; a plain link() of "/proc/self/fd/N" would link the symlink.
+            os.link(str(fd), target, src_dir_fd=_proc_fds(), follow_symlinks=True)
+        except FileExistsError:
+            return 0
+        self._dirty = True
+        return size
 
     def _temp_path(self) -> str:
         name = f"o-{os.getpid()}-{threading.get_ident()}-{next(_COUNTER)}"
@@ -340,6 +409,28 @@ def _copy_fd(src: int, out: int) -> int:
         while view:
             view = view[os.write(out, view):]
         total += len(chunk)
+
+
+def _fd_path(fd: int) -> str:
+    """A path that opens (or links) the file behind an open descriptor, unnamed ones included."""
+    return f"/proc/self/fd/{fd}"
+
+
+_PROC_FDS: list[tuple[int, int]] = []
+
+
+def _proc_fds() -> int:
+    """A descriptor of this process's ``/proc/self/fd`` folder (reopened after a fork)."""
+    pid = os.getpid()
+    if not _PROC_FDS or _PROC_FDS[0][0] != pid:
+        _PROC_FDS[:] = [(pid, os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY))]
+    return _PROC_FDS[0][1]
+
+
+def _write_all(out: int, data: "bytes | memoryview") -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(out, view):]
 
 
 def _read_full(src, view: memoryview) -> int:  # type: ignore[no-untyped-def]
