@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 from .objects.manifest import Manifest
 from .objects.repository import Repository
-from .restore import make_read_only, materialize
+from .restore import fill_new_folder
 
 __all__ = ["BlobCache", "CacheStats"]
 
@@ -76,13 +76,13 @@ class BlobCache:
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".tmp-{digest[2:14]}-{uuid.uuid4().hex[:8]}")
         try:
-            data = os.path.join(tmp, "data")
-            materialize(repo, manifest, data, progress=progress)
-            make_read_only(data)
+            os.mkdir(tmp)
+            stamp = fill_new_folder(repo, manifest, os.path.join(tmp, "data"), progress=progress)
             with open(os.path.join(tmp, "stamp.json"), "w") as f:
-                json.dump(_fingerprint(data), f)
+                json.dump(stamp, f)
             try:
                 os.rename(tmp, entry)
+                return _artifact_path(os.path.join(entry, "data"), manifest), False
             except OSError:
                 if not os.path.isdir(entry):
                     raise

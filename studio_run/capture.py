@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
+from .batching import in_batches
 from .objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
 from .objects.manifest import LINK, Entry, Manifest
 from .objects.repository import Repository
@@ -144,7 +145,7 @@ def snapshot(
         return [work(item) for item in batch]
 
     if todo:
-        batches = _batches(todo)
+        batches = in_batches(todo, lambda item: item[1].st_size, alone_from=_SMALL, per_batch=_BATCH_FILES)
         with ThreadPoolExecutor(min(_WORKERS, len(batches))) as pool:
             for done in pool.map(work_batch, batches):
                 entries.extend(e for e in done if e is not None)
@@ -154,24 +155,6 @@ def snapshot(
     if flush:
         repo.flush()
     return SnapshotResult(manifest, written[0], written[1], len(todo), tuple(sorted(unstable)), tuple(skipped))
-
-
-def _batches(todo: list[tuple[str, os.stat_result]]) -> list[list[tuple[str, os.stat_result]]]:
-    """Group small files into tasks of up to ``_BATCH_FILES`` (a task per file costs more than
-    reading a 20 KiB file); a file of a megabyte or more is a task of its own."""
-    batches: list[list[tuple[str, os.stat_result]]] = []
-    small: list[tuple[str, os.stat_result]] = []
-    for item in todo:
-        if item[1].st_size >= _SMALL:
-            batches.append([item])
-            continue
-        small.append(item)
-        if len(small) == _BATCH_FILES:
-            batches.append(small)
-            small = []
-    if small:
-        batches.append(small)
-    return batches
 
 
 def _read_stable(

@@ -14,10 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 from .errors import UnsafePathError
-from .objects.manifest import LINK, Manifest
+from .batching import in_batches
+from .objects.manifest import LINK, Entry, Manifest
 from .objects.repository import Repository
 
-__all__ = ["make_read_only", "materialize"]
+__all__ = ["fill_new_folder", "materialize"]
 
 _WORKERS = 4
 
@@ -58,6 +59,73 @@ def materialize(
     if files:
         with ThreadPoolExecutor(min(_WORKERS, len(files))) as pool:
             list(pool.map(write, files))
+    _write_links(dest, links)
+    if manifest.single_file:
+        return os.path.join(dest, manifest.entries[0].path)
+    return dest
+
+
+def fill_new_folder(
+    repo: Repository,
+    manifest: Manifest,
+    dest: str,
+    *,
+    progress: Optional[Callable[[int], None]] = None,
+) -> dict[str, list[int]]:
+    """Materialise into ``dest``, which must not exist yet, read-only; returns each file's stamp.
+
+    The blob cache's fill: nobody else writes into a folder this call creates, so files are
+    created in place (no temporary names, no checks for links that cannot be there yet), born
+    with their final read-only mode, and stamped (size, mtime, inode, mode) from the open
+    descriptor instead of walking the tree again. Links are still written last and checked.
+    """
+    os.mkdir(dest)
+    files = [e for e in manifest.entries if e.type != LINK]
+    links = [e for e in manifest.entries if e.type == LINK]
+    folders = sorted({parent for e in manifest.entries for parent in _parents(e.path)})
+    for folder in folders:
+        os.makedirs(os.path.join(dest, *folder.split("/")), exist_ok=True)
+    stamp: dict[str, list[int]] = {}
+
+    def write(batch: list[Entry]) -> None:
+        for entry in batch:
+            target = os.path.join(dest, *entry.path.split("/"))
+            mode = entry.mode & 0o555
+            if repo.is_local:
+                out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+                try:
+                    repo.write_entry_to(entry, out)
+                    os.fchmod(out, mode)  # the umask may have taken bits away
+                    st = os.fstat(out)
+                finally:
+                    os.close(out)
+            else:
+                repo.get_entry_file(entry, target)
+                os.chmod(target, mode)
+                st = os.lstat(target)
+            stamp[entry.path] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o777]
+            if progress:
+                progress(entry.size)
+
+    batches = in_batches(files, lambda e: e.size, alone_from=1 << 20, per_batch=64)
+    if batches:
+        with ThreadPoolExecutor(min(_WORKERS, len(batches))) as pool:
+            list(pool.map(write, batches))
+    _write_links(dest, links)
+    for folder in reversed(folders):
+        os.chmod(os.path.join(dest, *folder.split("/")), 0o555)
+    os.chmod(dest, 0o555)
+    return stamp
+
+
+def _parents(path: str) -> list[str]:
+    """Every folder above a manifest path: ``"a/b/c"`` -> ``["a", "a/b"]``."""
+    parts = path.split("/")[:-1]
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _write_links(dest: str, links: list[Entry]) -> None:
+    """Create the links (after every file), then remove and refuse any that resolves outside."""
     real_dest = os.path.realpath(dest)
     for entry in links:
         target = os.path.join(dest, *entry.path.split("/"))
@@ -72,20 +140,3 @@ def materialize(
         if resolved != real_dest and not resolved.startswith(real_dest + os.sep):
             os.unlink(os.path.join(dest, *entry.path.split("/")))
             raise UnsafePathError(f"symlink {entry.path!r} resolves outside the destination; removed")
-    if manifest.single_file:
-        return os.path.join(dest, manifest.entries[0].path)
-    return dest
-
-
-def make_read_only(root: str) -> None:
-    """Drop write permission from every file and folder below ``root`` (links untouched)."""
-    for dirpath, dirs, files in os.walk(root, topdown=False):
-        for name in files:
-            full = os.path.join(dirpath, name)
-            if not os.path.islink(full):
-                os.chmod(full, os.stat(full).st_mode & 0o555)
-        for name in dirs:
-            full = os.path.join(dirpath, name)
-            if not os.path.islink(full):
-                os.chmod(full, 0o555)
-    os.chmod(root, 0o555)

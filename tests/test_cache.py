@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from studio_run.cache import BlobCache
 from studio_run.capture import snapshot
+from studio_run.errors import IntegrityError
 from studio_run.objects.repository import Repository
 from studio_run.statcache import StatCache
 from studio_run.storage.local import LocalStorage
+from studio_run.storage.memory import MemoryStorage
 
 
 def _artifact(tmp_path):
@@ -63,3 +67,56 @@ def test_clean_removes_everything(tmp_path):
     removed = cache.clean()
     assert removed.entries == 1 and removed.size > 2 << 20
     assert cache.stats().entries == 0
+
+
+def _deep_artifact(tmp_path):
+    """Nested folders, an executable, a chunked file, a link inside."""
+    repo = Repository(LocalStorage(str(tmp_path / "store")))
+    src = tmp_path / "deep"
+    (src / "a" / "b" / "c").mkdir(parents=True)
+    (src / "a" / "b" / "c" / "leaf.txt").write_text("leaf")
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(src / "run.sh", 0o755)
+    (src / "big.bin").write_bytes(os.urandom(9 << 20))  # chunked: 3 objects
+    os.symlink("a/b/c/leaf.txt", src / "link.txt")
+    return repo, snapshot(str(src), repo, StatCache()).manifest, src
+
+
+def test_a_fill_reproduces_every_file_mode_and_link_and_locks_every_folder(tmp_path):
+    repo, manifest, src = _deep_artifact(tmp_path)
+    cache = BlobCache(str(tmp_path / "cache"))
+    path, hit = cache.ensure(repo, manifest.digest, manifest)
+    assert not hit
+    assert open(os.path.join(path, "big.bin"), "rb").read() == (src / "big.bin").read_bytes()
+    assert open(os.path.join(path, "link.txt")).read() == "leaf" and os.path.islink(os.path.join(path, "link.txt"))
+    assert os.stat(os.path.join(path, "run.sh")).st_mode & 0o777 == 0o555
+    for folder in ("a", "a/b", "a/b/c", ""):
+        assert os.stat(os.path.join(path, folder)).st_mode & 0o777 == 0o555, folder
+    assert cache.ensure(repo, manifest.digest, manifest) == (path, True)  # the stamp matches the walk
+
+
+def test_a_corrupted_object_fails_the_fill_and_leaves_no_entry(tmp_path):
+    repo, manifest, _src = _deep_artifact(tmp_path)
+    chunk = next(e for e in manifest.entries if e.path == "big.bin").chunks[1][0]
+    object_path = repo.storage.path_of(repo.object_key(chunk))
+    os.chmod(object_path, 0o644)
+    with open(object_path, "r+b") as f:
+        f.write(b"rot")
+    cache = BlobCache(str(tmp_path / "cache"))
+    with pytest.raises(IntegrityError, match="corrupted"):
+        cache.ensure(repo, manifest.digest, manifest)
+    assert cache.stats().entries == 0
+    assert [n for n in os.listdir(os.path.join(cache.root, manifest.digest[:2]))] == []
+
+
+def test_a_fill_from_a_store_that_is_not_on_local_disk(tmp_path):
+    local, manifest, src = _deep_artifact(tmp_path)
+    name = f"fill-{os.getpid()}-{id(tmp_path)}"
+    remote = Repository(MemoryStorage(name))
+    for digest in manifest.digests():
+        remote.storage.write_bytes(remote.object_key(digest), local.read_object(digest))
+    cache = BlobCache(str(tmp_path / "cache"))
+    path, _ = cache.ensure(remote, manifest.digest, manifest)
+    assert open(os.path.join(path, "big.bin"), "rb").read() == (src / "big.bin").read_bytes()
+    assert cache.ensure(remote, manifest.digest, manifest) == (path, True)
+    MemoryStorage.reset(name)

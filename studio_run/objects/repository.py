@@ -298,6 +298,36 @@ class Repository:
         finally:
             _unlink_quiet(tmp)
 
+    def write_entry_to(self, entry: Entry, out: int) -> None:
+        """Append one entry's content to the open file ``out``, verifying each object as it is read.
+
+        Local repositories only. Every byte is hashed on its way from the object to ``out`` (read
+        once, no second pass over the copy); a missing or corrupted object raises
+        ``IntegrityError`` after part of it may have been written, so ``out`` must be a file the
+        caller throws away on error.
+        """
+        buf = _buffer()
+        for digest, _size in entry.chunks or ((entry.digest, entry.size),):
+            try:
+                src = open(self._local().path_of(self.object_key(digest)), "rb", buffering=0)
+            except FileNotFoundError as exc:
+                raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
+            with src:
+                hasher = Hasher()
+                while True:
+                    n = src.readinto(buf)
+                    if not n:
+                        break
+                    piece = buf[:n]
+                    hasher.update(piece)
+                    _write_all(out, piece)
+            actual = hasher.hexdigest()
+            if actual != digest:
+                raise IntegrityError(
+                    f"object {digest[:12]}… is corrupted in the store (its bytes hash to {actual[:12]}…); "
+                    "delete the damaged run or re-capture the artifact"
+                )
+
     def read_object(self, digest: str) -> bytes:
         """An object's bytes, verified; ``IntegrityError`` when missing or corrupted."""
         try:
@@ -425,6 +455,17 @@ def _proc_fds() -> int:
     if not _PROC_FDS or _PROC_FDS[0][0] != pid:
         _PROC_FDS[:] = [(pid, os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY))]
     return _PROC_FDS[0][1]
+
+
+_THREAD = threading.local()
+
+
+def _buffer() -> memoryview:
+    """This thread's read buffer (one chunk's size), allocated once per thread."""
+    buf = getattr(_THREAD, "buf", None)
+    if buf is None:
+        buf = _THREAD.buf = memoryview(bytearray(FILE_CHUNK))
+    return buf
 
 
 def _write_all(out: int, data: "bytes | memoryview") -> None:
