@@ -128,12 +128,12 @@ class S3:
         except Exception:  # noqa: BLE001 - botocore's 404 ClientError
             self.client.create_bucket(Bucket=bucket)
 
-    def bytes_under(self, bucket: str, prefix: str = "") -> int:
-        """Sum of object sizes under ``prefix``; 0 for a missing bucket."""
+    def bytes_under(self, bucket: str, prefix: str = "", suffix: str = "") -> int:
+        """Sum of the sizes of keys under ``prefix`` ending in ``suffix``; 0 for a missing bucket."""
         total = 0
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-                total += sum(obj["Size"] for obj in page.get("Contents", []))
+                total += sum(obj["Size"] for obj in page.get("Contents", []) if obj["Key"].endswith(suffix))
         except self.client.exceptions.NoSuchBucket:
             return 0
         return total
@@ -167,7 +167,7 @@ class Contender:
         self.outputs: list[str] = []  # local folders whose growth is "written"
         self.content_dirs: Optional[list[str]] = None  # growth that is content (default: outputs)
         self.bucket = ""  # an S3 bucket whose growth is also "written"
-        self.bucket_content = ""  # the prefix in it that is content (default: the whole bucket)
+        self.bucket_content: list[tuple[str, str]] = []  # (prefix, suffix) of keys that are content (default: all)
 
     def missing(self) -> Optional[str]:
         """Why this contender cannot run here, or None."""
@@ -197,7 +197,10 @@ class Contender:
         if self.bucket and self.ctx.s3:
             remote = self.ctx.s3.bytes_under(self.bucket)
             written += remote
-            content += self.ctx.s3.bytes_under(self.bucket, self.bucket_content) if self.bucket_content else remote
+            if self.bucket_content:
+                content += sum(self.ctx.s3.bytes_under(self.bucket, prefix, suffix) for prefix, suffix in self.bucket_content)
+            else:
+                content += remote
         return written, content
 
     def cleanup(self) -> None:
@@ -237,7 +240,8 @@ class Studio(Contender):
         self.content_dirs = [os.path.join(self.home, "store", "objects")]
         if s3:
             self.label = "studio (S3)"
-            self.bucket, self.bucket_content = f"{name}-store", "objects/"
+            self.bucket = f"{name}-store"
+            self.bucket_content = [("objects/", ""), ("packs/", ".pack")]  # loose objects and packs
 
     def missing(self) -> Optional[str]:
         import importlib.util

@@ -1,7 +1,8 @@
 """``studio gc``: delete objects and manifests no record refers to.
 
 Mark and sweep: every record's artifacts (and every reuse's digest) mark manifests, manifests
-mark objects, the rest is swept. A capture writes objects and its manifest *before* the record
+mark objects, the rest is swept. A pack (small objects uploaded together) goes only when none of
+its objects is live. A capture writes objects and its manifest *before* the record
 that points at them, so anything younger than ``grace`` seconds is kept: a run in progress on any
 machine never loses the content it is about to publish.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from .objects.packs import index_key, pack_key
 from .store import Store
 
 __all__ = ["GcResult", "collect_garbage"]
@@ -68,4 +70,16 @@ def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) 
             repo.delete_object(digest)
         removed_objects += 1
         removed_bytes += info.size
+    for name, members in repo.packs.packs().items():
+        if any(digest in live_objects for digest in members):
+            continue  # one live object keeps its whole pack (packs are never rewritten)
+        if repo.storage.info(index_key(name)).mtime > cutoff:
+            young += 1
+            continue
+        size = repo.storage.info(pack_key(name)).size
+        if not dry_run:
+            mark()
+            repo.packs.delete(name)
+        removed_objects += len(members)
+        removed_bytes += size
     return GcResult(removed_objects, removed_manifests, removed_bytes, young)

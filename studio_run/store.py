@@ -142,7 +142,8 @@ def open_store(config: Config, connect: bool = True) -> Store:
     storage = RetryingStorage(connection)
     store_id = hashlib.sha256(url.encode()).hexdigest()[:16]
     staging = LocalStorage(os.path.join(config.home, "staging", store_id), fsync=config.fsync)
-    store = Store(url, storage, Repository(storage), Repository(staging), RecordStore(storage), config, connection)
+    repo = Repository(storage, pack_index_cache=os.path.join(config.home, "packindex", store_id))
+    store = Store(url, storage, repo, Repository(staging), RecordStore(storage), config, connection)
     if connect:
         store.connect()
     return store

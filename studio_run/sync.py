@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 from . import ui
 from .errors import IntegrityError, StoreAuthError, StoreUnreachableError
 from .metadata import RunRecord
+from .objects.packs import PACK_BELOW, group
 from .objects.repository import Repository
 from .pending import Journal, KnownKeys, PendingRun, RunLock, entry_name
 from .storage.local import LocalStorage
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 _WORKERS = 16  # objects uploaded at once: small ones are bound by round trips, not bandwidth
 _LARGE_WORKERS = 4  # of which objects the backend sends in several parts at once (S3: 8 each)
 _LARGE = 8 << 20  # S3's multipart threshold; studio stores larger files as 4 MiB chunks anyway
+_PACK_FROM = 32  # small objects to upload from which they go in packs (fewer would be a pack each)
 _LIST_FROM = 64  # objects not known to be stored above which the store is listed, not asked per object
 _LIST_PAGE = 1000  # keys one listing request returns (S3, GCS)
 _FAN_OUT = 256  # two-hex-character folders under objects/
@@ -164,7 +166,7 @@ class Syncer:
 
     def _round(self) -> None:
         """Publish every run this process owns, then any run an earlier command left pending."""
-        self.known.forget_if_swept(self.store.repo.last_sweep())
+        self._forget_if_swept()
         with self._cond:
             owned = sorted(self._owned)
         for name in owned + [n for n in self.journal.names() if n not in self._owned]:
@@ -234,10 +236,29 @@ class Syncer:
             self.known.add(object_keys[d] for d in present)
             unknown.difference_update(object_keys[d] for d in present)
             todo = [d for d in todo if d not in present]
+        packs = self._pack_plan(todo, sizes, object_keys, unknown)
+        packed = {d for batch in packs for d in batch}
+        todo = [d for d in todo if d not in packed and object_keys[d] in unknown]
         self._advance(sum(sizes[d] for d, key in object_keys.items() if key not in unknown))
         stored: list[str] = []
         lock = threading.Lock()
         large = threading.Semaphore(_LARGE_WORKERS)
+
+        def push_pack(index: str) -> None:
+            batch = packs[int(index)]
+            objects = []
+            for digest in batch:
+                try:
+                    with open(self.staging.path_of(object_keys[digest]), "rb") as f:
+                        objects.append((digest, f.read()))
+                except FileNotFoundError:
+                    raise _Broken(f"object {digest[:12]}… is missing from staging") from None
+            self.store.repo.packs.write(objects)
+            size = sum(sizes[d] for d in batch)
+            with lock:
+                self._sent += size
+                stored.extend(object_keys[d] for d in batch)
+            self._advance(size)
 
         def push(digest: str) -> None:
             path = self.staging.path_of(object_keys[digest])
@@ -253,11 +274,26 @@ class Syncer:
             self._advance(sizes[digest])
 
         try:
+            _parallel(push_pack, [str(i) for i in range(len(packs))], self.workers)
             _parallel(push, todo, self.workers)
         finally:
             self.known.add(stored)
         self.store.repo.put_manifest(manifest)
         self.known.add([manifest_key])
+
+    def _pack_plan(
+        self, todo: list[str], sizes: dict[str, int], object_keys: dict[str, str], unknown: set[str]
+    ) -> list[list[str]]:
+        """Which of ``todo`` go up in packs (``PACK_BELOW`` or smaller, at least ``_PACK_FROM`` of
+        them); objects some pack already holds are marked known and dropped from ``unknown``."""
+        small = [d for d in todo if sizes[d] < PACK_BELOW]
+        if len(small) < _PACK_FROM:
+            return []
+        already = self.store.repo.packs.digests()
+        present = [d for d in small if d in already]
+        self.known.add(object_keys[d] for d in present)
+        unknown.difference_update(object_keys[d] for d in present)
+        return list(group(sizes, (d for d in small if d not in already)))
 
     def _list_stored(self, digests: list[str]) -> tuple[set[str], set[str]]:
         """Learn which of ``digests`` (many, none known) the store holds by listing it, not by a
@@ -398,6 +434,11 @@ class Syncer:
         return len(todo), sum(sizes[k] for k in self.known.unknown(sizes))
 
     # -- studio sync, and the next command after an outage -----------------------------------------
+    def _forget_if_swept(self) -> None:
+        sweep = self.store.repo.last_sweep()
+        self.known.forget_if_swept(sweep)
+        self.store.repo.packs.forget_if_swept(sweep)
+
     def push_pending(self, progress: Optional[Callable[[int], None]] = None) -> SyncReport:
         """Publish every pending run no live process holds, now, in this thread.
 
@@ -405,7 +446,7 @@ class Syncer:
         published, the rest stay pending.
         """
         report = SyncReport()
-        self.known.forget_if_swept(self.store.repo.last_sweep())
+        self._forget_if_swept()
         sent_before = self._sent
         self._advance = progress or (lambda n: None)
         try:

@@ -89,9 +89,18 @@ class SpyStorage(MemoryStorage):
                 self.violations.append(f"record before manifest {manifest_key}")
                 continue
             manifest = Manifest.from_bytes(MemoryStorage.read_bytes(self, manifest_key))
+            packed = self._packed()
             for digest in manifest.digests():
-                if not MemoryStorage.exists(self, Repository.object_key(digest)):
+                if not MemoryStorage.exists(self, Repository.object_key(digest)) and digest not in packed:
                     self.violations.append(f"record before object {digest}")
+
+    def _packed(self) -> set[str]:
+        """Objects in packs whose pack and index are both stored (read without counting)."""
+        packed = set()
+        for key in MemoryStorage.list(self, "packs/"):
+            if key.endswith(".index") and MemoryStorage.exists(self, key[: -len(".index")] + ".pack"):
+                packed.update(d for d, _o, _n in json.loads(MemoryStorage.read_bytes(self, key)))
+        return packed
 
 
 @pytest.fixture
@@ -166,6 +175,31 @@ def test_publish_uploads_objects_then_manifest_then_the_record_last(tmp_path, sp
     assert writes[len(FILES)].startswith("manifests/")
     assert spy.violations == []
     assert _pending_files(store) == []  # journal and lock file gone
+
+
+def test_many_small_objects_go_up_in_one_pack_index_last_and_read_back_elsewhere(tmp_path, spy, opened):
+    a = opened(tmp_path / "a", spy)
+    record = _record(a, "packed", {"w": _tree(tmp_path / "w", MANY)})
+    a.publish(record)
+    assert a.syncer().finish(10)
+    writes = [key for op, key in spy.order if op == "write"]
+    assert [k.rsplit(".", 1)[-1] for k in writes if k.startswith("packs/")] == ["pack", "index"]
+    assert spy.count("write", "objects/") == 0
+    first_manifest = next(i for i, k in enumerate(writes) if k.startswith("manifests/"))
+    assert max(i for i, k in enumerate(writes) if k.startswith("packs/")) < first_manifest
+    assert writes[-1] == f"experiments/packed/{record.run_id}.json" and spy.violations == []
+
+    b = opened(tmp_path / "b", spy)  # another machine reads the packed objects back
+    manifest = b.repo.get_manifest(record.artifacts["w"].digest)
+    assert {e.path: b.repo.read_object(e.digest) for e in manifest.entries} == MANY
+    assert all(b.repo.has_object(e.digest) for e in manifest.entries)
+    more = {**MANY, **{f"n{i:03}.bin": f"new {i}\n".encode() for i in range(100)}}
+    b.publish(_record(b, "more", {"w": _tree(tmp_path / "w2", more)}))
+    assert b.syncer().finish(10)
+    indexes = [k for (op, k) in spy.calls if op == "write" and k.endswith(".index")]
+    assert len(indexes) == 2  # the 100 new objects only, in a second pack
+    second = json.loads(MemoryStorage.read_bytes(spy, indexes[1]))
+    assert len(second) == 100 and spy.violations == []
 
 
 def test_a_reader_never_sees_a_record_whose_objects_are_missing(tmp_path, spy, opened):
@@ -248,6 +282,14 @@ def test_content_another_machine_stored_is_not_uploaded_again(tmp_path, spy, ope
 MANY = {f"m{i:03}.bin": f"many {i}\n".encode() for i in range(200)}  # above the listing threshold
 
 
+@pytest.fixture
+def loose(monkeypatch):
+    """Small objects uploaded one by one, as when there are too few to pack: the listing logic."""
+    from studio_run import sync
+
+    monkeypatch.setattr(sync, "_PACK_FROM", 10**9)
+
+
 def _fill(spy: SpyStorage, per_folder: int) -> None:
     """Objects of other snapshots in every fan-out folder, written without counting."""
     for fan in range(256):
@@ -256,7 +298,7 @@ def _fill(spy: SpyStorage, per_folder: int) -> None:
             MemoryStorage.write_bytes(spy, Repository.object_key(digest), b"other")
 
 
-def test_many_objects_are_learnt_by_listing_and_sent_without_asking_each(tmp_path, spy, opened):
+def test_many_objects_are_learnt_by_listing_and_sent_without_asking_each(tmp_path, spy, opened, loose):
     a = opened(tmp_path / "a", spy)
     a.publish(_record(a, "many", {"w": _tree(tmp_path / "w", MANY)}))
     assert a.syncer().finish(10)
@@ -273,7 +315,7 @@ def test_many_objects_are_learnt_by_listing_and_sent_without_asking_each(tmp_pat
     assert spy.violations == []
 
 
-def test_a_large_store_is_listed_one_needed_folder_at_a_time(tmp_path, spy, opened):
+def test_a_large_store_is_listed_one_needed_folder_at_a_time(tmp_path, spy, opened, loose):
     _fill(spy, per_folder=100)  # 25,600 objects: listing them whole would take 26 pages in a row
     store = opened(tmp_path / "a", spy)
     record = _record(store, "big", {"w": _tree(tmp_path / "w", MANY)})
@@ -286,7 +328,7 @@ def test_a_large_store_is_listed_one_needed_folder_at_a_time(tmp_path, spy, open
     assert spy.violations == []
 
 
-def test_few_objects_in_a_large_store_are_asked_about_one_by_one(tmp_path, spy, opened, monkeypatch):
+def test_few_objects_in_a_large_store_are_asked_about_one_by_one(tmp_path, spy, opened, loose, monkeypatch):
     from studio_run import sync
 
     monkeypatch.setattr(sync, "_LIST_PAGE", 10)  # 100 objects a folder: 10 pages each
@@ -301,7 +343,7 @@ def test_few_objects_in_a_large_store_are_asked_about_one_by_one(tmp_path, spy, 
     assert spy.count("write", "objects/") == len(MANY) and spy.violations == []
 
 
-def test_a_store_that_refuses_listing_is_asked_about_each_object(tmp_path, spy, opened, monkeypatch):
+def test_a_store_that_refuses_listing_is_asked_about_each_object(tmp_path, spy, opened, loose, monkeypatch):
     def refuse(prefix: str = ""):
         raise PermissionError(f"{spy.url}: list {prefix!r}: AccessDenied")
 
@@ -391,6 +433,24 @@ def test_after_garbage_collection_known_objects_are_checked_again(tmp_path, spy,
     assert later.syncer().finish(10)
     assert spy.calls["write", Repository.object_key(gone)] == 2  # uploaded again, not trusted
     assert spy.violations == []
+
+
+def test_after_garbage_collection_a_live_uploader_forgets_the_packs_it_knew(tmp_path, spy, opened):
+    folder = _tree(tmp_path / "w", MANY)
+    store = opened(tmp_path / "a", spy)
+    first = _record(store, "gc", {"w": folder})
+    store.publish(first)
+    assert store.syncer().finish(10)
+    (name,) = store.repo.packs.packs()
+    remote = Repository(spy)
+    remote.mark_sweep()  # what `studio gc` does before it deletes
+    remote.packs.delete(name)
+    remote.delete_manifest(first.artifacts["w"].digest)
+
+    store.publish(_record(store, "gc", {"w": folder}))  # the same process, its pack list loaded
+    assert store.syncer().finish(10)
+    assert len([k for (op, k) in spy.calls if op == "write" and k.endswith(".index")]) == 1
+    assert spy.count("write", "packs/") == 4 and spy.violations == []
 
 
 def test_versions_count_runs_still_waiting_to_be_uploaded(tmp_path, spy, opened):

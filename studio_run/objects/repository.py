@@ -26,6 +26,7 @@ from ..storage.base import Storage
 from ..storage.local import LocalStorage
 from .digest import CHUNK, FILE_CHUNK, Hasher, chunk_list_digest, hash_bytes
 from .manifest import Entry, Manifest
+from .packs import PackSet
 
 __all__ = ["Repository", "copy_with_digest"]
 
@@ -40,12 +41,13 @@ _UNNAMED = [os.path.isdir("/proc/self/fd") and hasattr(os, "O_TMPFILE")]
 class Repository:
     """Objects and manifests on one ``Storage``; fast file paths when that storage is local."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, pack_index_cache: Optional[str] = None) -> None:
         self.storage = storage
         self._folders: set[str] = set()
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
         self._dirty = False
+        self.packs = PackSet(storage, pack_index_cache)
 
     def flush(self) -> None:
         """Make everything written through this repository durable (one ``syncfs``), if anything was."""
@@ -71,8 +73,8 @@ class Repository:
 
     # -- objects ----------------------------------------------------------------------------------
     def has_object(self, digest: str) -> bool:
-        """Whether the object is stored."""
-        return self.storage.exists(self.object_key(digest))
+        """Whether the object is stored, loose or in a pack."""
+        return self.storage.exists(self.object_key(digest)) or (not self.is_local and self.packs.contains(digest))
 
     def put_object_file(self, digest: str, path: str, *, assume_absent: bool = False) -> bool:
         """Store a file already known to hash to ``digest``; False when it was there already.
@@ -264,7 +266,11 @@ class Repository:
                 finally:
                     os.close(out)
             else:
-                self.storage.get_file(self.object_key(digest), tmp)
+                try:
+                    self.storage.get_file(self.object_key(digest), tmp)
+                except FileNotFoundError:
+                    with open(tmp, "wb") as out:
+                        out.write(self.packs.read(digest))
                 size = os.path.getsize(tmp)
             hasher = Hasher(size)
             if size:
@@ -332,8 +338,11 @@ class Repository:
         """An object's bytes, verified; ``IntegrityError`` when missing or corrupted."""
         try:
             data = self.storage.read_bytes(self.object_key(digest))
-        except FileNotFoundError as exc:
-            raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
+        except FileNotFoundError:
+            try:
+                data = self.packs.read(digest)
+            except FileNotFoundError as exc:
+                raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
         actual = hash_bytes(data)
         if actual != digest:
             raise IntegrityError(
