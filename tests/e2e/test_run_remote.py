@@ -27,6 +27,7 @@ pytestmark = pytest.mark.servers
 
 TRAIN = os.path.join(REPO, "helloworld", "train_linreg.py")
 PRINT_NORM = os.path.join(REPO, "helloworld", "print_norm_linreg.py")
+SHARDS = 40
 
 
 @dataclass
@@ -71,6 +72,9 @@ def project(tmp_path) -> str:
     folder = tmp_path / "project"
     (folder / "data").mkdir(parents=True)
     (folder / "data" / "points.csv").write_text("x,y\n1,2\n")
+    for i in range(SHARDS):  # enough small files to travel in a pack
+        (folder / "data" / "shards" / f"part-{i:02}.txt").parent.mkdir(exist_ok=True)
+        (folder / "data" / "shards" / f"part-{i:02}.txt").write_text(f"shard {i}\n" * (i + 1))
     return str(folder)
 
 
@@ -104,6 +108,9 @@ def test_seed_scenario_between_two_machines_sharing_a_store(remote, tmp_path, pr
     got = remote.studio("get", "linreg/data", os.path.join(b, "data-copy"), home=b)
     assert got.returncode == 0, got.stderr
     assert Path(b, "data-copy", "points.csv").read_text() == "x,y\n1,2\n"
+    shards = sorted(Path(b, "data-copy", "shards").iterdir())  # uploaded in a pack, read out of it
+    assert [p.read_text() for p in shards] == [f"shard {i}\n" * (i + 1) for i in range(SHARDS)]
+    assert len(list(Path(b, ".studioml", "packindex").rglob("*"))) >= 1
 
     shown = remote.studio("show", "norm", home=a)  # and machine A sees B's run, with its lineage
     assert shown.returncode == 0 and "finished" in shown.stdout and "linreg" in shown.stdout, shown.stderr
