@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 from . import ui
 from .errors import IntegrityError, StoreAuthError, StoreUnreachableError
@@ -167,9 +167,10 @@ class Syncer:
     def _round(self) -> None:
         """Publish every run this process owns, then any run an earlier command left pending."""
         self._forget_if_swept()
+        names = self.journal.names()  # runs with a pending record: a published one needs no lock again
         with self._cond:
-            owned = sorted(self._owned)
-        for name in owned + [n for n in self.journal.names() if n not in self._owned]:
+            owned = sorted(self._owned.intersection(names))
+        for name in owned + [n for n in names if n not in self._owned]:
             if name in self._broken:
                 continue
             with self._cond:
@@ -244,16 +245,17 @@ class Syncer:
         lock = threading.Lock()
         large = threading.Semaphore(_LARGE_WORKERS)
 
-        def push_pack(index: str) -> None:
-            batch = packs[int(index)]
-            objects = []
+        def staged(batch: list[str]) -> Iterator[tuple[str, bytes]]:
             for digest in batch:
                 try:
                     with open(self.staging.path_of(object_keys[digest]), "rb") as f:
-                        objects.append((digest, f.read()))
+                        yield digest, f.read()
                 except FileNotFoundError:
                     raise _Broken(f"object {digest[:12]}… is missing from staging") from None
-            self.store.repo.packs.write(objects)
+
+        def push_pack(index: str) -> None:
+            batch = packs[int(index)]
+            self.store.repo.packs.write(staged(batch))
             size = sum(sizes[d] for d in batch)
             with lock:
                 self._sent += size
@@ -274,7 +276,7 @@ class Syncer:
             self._advance(sizes[digest])
 
         try:
-            _parallel(push_pack, [str(i) for i in range(len(packs))], self.workers)
+            _parallel(push_pack, [str(i) for i in range(len(packs))], min(self.workers, _LARGE_WORKERS))
             _parallel(push, todo, self.workers)
         finally:
             self.known.add(stored)

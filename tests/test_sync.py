@@ -156,6 +156,14 @@ def _pending_files(store: Store) -> list[str]:
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
+def _published(store: Store, experiment: str, folders: dict[str, str]) -> RunRecord:
+    """A run captured, published and uploaded (the uploader given 10 s)."""
+    record = _record(store, experiment, folders)
+    store.publish(record)
+    assert store.syncer().finish(10)
+    return record
+
+
 FILES = {f"d{i % 3}/f{i}.bin": f"content {i}\n".encode() * (i + 1) for i in range(12)}
 
 
@@ -213,7 +221,7 @@ def test_a_reader_never_sees_a_record_whose_objects_are_missing(tmp_path, spy, o
     records = RecordStore(reader.storage)
 
     def read_loop() -> None:
-        while not stop.is_set():
+        while not stop.wait(0.0005):  # a breath between rounds, or the GIL starves the uploader
             for rec in records.latest():
                 for art in rec.artifacts.values():
                     try:
@@ -417,9 +425,7 @@ def test_a_damaged_staging_copy_is_reported_and_never_raised(tmp_path, spy, open
 def test_after_garbage_collection_known_objects_are_checked_again(tmp_path, spy, opened):
     folder = _tree(tmp_path / "w", FILES)
     store = opened(tmp_path / "a", spy)
-    first = _record(store, "gc", {"w": folder})
-    store.publish(first)
-    assert store.syncer().finish(10)
+    first = _published(store, "gc", {"w": folder})
     manifest = store.local_repo.get_manifest(first.artifacts["w"].digest)
     gone = sorted(manifest.digests())[0]
     remote = Repository(spy)
@@ -438,9 +444,7 @@ def test_after_garbage_collection_known_objects_are_checked_again(tmp_path, spy,
 def test_after_garbage_collection_a_live_uploader_forgets_the_packs_it_knew(tmp_path, spy, opened):
     folder = _tree(tmp_path / "w", MANY)
     store = opened(tmp_path / "a", spy)
-    first = _record(store, "gc", {"w": folder})
-    store.publish(first)
-    assert store.syncer().finish(10)
+    first = _published(store, "gc", {"w": folder})
     (name,) = store.repo.packs.packs()
     remote = Repository(spy)
     remote.mark_sweep()  # what `studio gc` does before it deletes
