@@ -14,13 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 from .errors import UnsafePathError
-from .batching import in_batches
+from .batching import split_work
 from .objects.manifest import LINK, Entry, Manifest
 from .objects.repository import Repository
 
 __all__ = ["fill_new_folder", "materialize"]
 
 _WORKERS = 4
+_SMALL_WORKERS = 2  # cache fills: batches of small files at once (see ``batching``)
 
 
 def materialize(
@@ -107,10 +108,11 @@ def fill_new_folder(
             if progress:
                 progress(entry.size)
 
-    batches = in_batches(files, lambda e: e.size, alone_from=1 << 20, per_batch=64)
-    if batches:
-        with ThreadPoolExecutor(min(_WORKERS, len(batches))) as pool:
-            list(pool.map(write, batches))
+    large, small = split_work(files, lambda e: e.size, small_below=1 << 20, per_batch=64)
+    with ThreadPoolExecutor(_WORKERS) as large_pool, ThreadPoolExecutor(_SMALL_WORKERS) as small_pool:
+        futures = [large_pool.submit(write, b) for b in large] + [small_pool.submit(write, b) for b in small]
+        for future in futures:
+            future.result()
     _write_links(dest, links)
     for folder in reversed(folders):
         os.chmod(os.path.join(dest, *folder.split("/")), 0o555)

@@ -177,9 +177,9 @@ class PackSet:
     def write(self, objects: Iterable[tuple[str, bytes]]) -> str:
         """Store ``(digest, bytes)`` pairs as one pack, index last; returns the pack's name."""
         body = bytearray()
-        entries = []
+        entries: list[tuple[str, int, int]] = []
         for digest, data in objects:
-            entries.append([digest, len(body), len(data)])
+            entries.append((digest, len(body), len(data)))
             body += data
         index = json.dumps(entries, separators=(",", ":")).encode()
         name = hash_bytes(index)

@@ -269,8 +269,8 @@ class Repository:
                 try:
                     self.storage.get_file(self.object_key(digest), tmp)
                 except FileNotFoundError:
-                    with open(tmp, "wb") as out:
-                        out.write(self.packs.read(digest))
+                    with open(tmp, "wb") as packed:
+                        packed.write(self.packs.read(digest))
                 size = os.path.getsize(tmp)
             hasher = Hasher(size)
             if size:
