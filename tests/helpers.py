@@ -38,3 +38,11 @@ def write_script(folder: str, name: str, body: str) -> str:
     with open(path, "w") as f:
         f.write(body)
     return path
+
+
+def corrupt_object(repo, digest: str) -> None:  # type: ignore[no-untyped-def]
+    """Overwrite the start of a stored object in a local repository (bit rot, a bad disk)."""
+    path = repo.storage.path_of(repo.object_key(digest))
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"BAD")

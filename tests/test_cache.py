@@ -14,6 +14,7 @@ from studio_run.objects.repository import Repository
 from studio_run.statcache import StatCache
 from studio_run.storage.local import LocalStorage
 from studio_run.storage.memory import MemoryStorage
+from tests.helpers import corrupt_object
 
 
 def _artifact(tmp_path):
@@ -97,11 +98,7 @@ def test_a_fill_reproduces_every_file_mode_and_link_and_locks_every_folder(tmp_p
 
 def test_a_corrupted_object_fails_the_fill_and_leaves_no_entry(tmp_path):
     repo, manifest, _src = _deep_artifact(tmp_path)
-    chunk = next(e for e in manifest.entries if e.path == "big.bin").chunks[1][0]
-    object_path = repo.storage.path_of(repo.object_key(chunk))
-    os.chmod(object_path, 0o644)
-    with open(object_path, "r+b") as f:
-        f.write(b"rot")
+    corrupt_object(repo, next(e for e in manifest.entries if e.path == "big.bin").chunks[1][0])
     cache = BlobCache(str(tmp_path / "cache"))
     with pytest.raises(IntegrityError, match="corrupted"):
         cache.ensure(repo, manifest.digest, manifest)

@@ -15,6 +15,7 @@ from studio_run.objects.repository import Repository
 from studio_run.restore import materialize
 from studio_run.statcache import StatCache
 from studio_run.storage.local import LocalStorage
+from tests.helpers import corrupt_object
 
 
 @pytest.fixture
@@ -51,10 +52,7 @@ def test_a_corrupted_object_is_detected_on_restore(tmp_path, repo):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "model.bin").write_bytes(b"good weights" * 1000)
     manifest = snapshot(str(tmp_path / "src"), repo, StatCache()).manifest
-    path = repo.storage.path_of(repo.object_key(manifest.entries[0].digest))
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.write(b"BAD")
+    corrupt_object(repo, manifest.entries[0].digest)
     with pytest.raises(IntegrityError, match="corrupted"):
         materialize(repo, manifest, str(tmp_path / "dest"))
     assert not (tmp_path / "dest" / "model.bin").exists()
@@ -91,11 +89,7 @@ def test_a_corrupted_chunk_of_a_large_file_is_detected(tmp_path, repo):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "big.bin").write_bytes(os.urandom(10 << 20))
     manifest = snapshot(str(tmp_path / "src"), repo, StatCache()).manifest
-    chunk = manifest.entries[0].chunks[1][0]
-    path = repo.storage.path_of(repo.object_key(chunk))
-    os.chmod(path, 0o644)
-    with open(path, "r+b") as f:
-        f.write(b"BAD")
+    corrupt_object(repo, manifest.entries[0].chunks[1][0])
     with pytest.raises(IntegrityError, match="corrupted"):
         materialize(repo, manifest, str(tmp_path / "dest"))
     assert not (tmp_path / "dest" / "big.bin").exists()

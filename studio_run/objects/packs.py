@@ -116,32 +116,34 @@ class PackSet:
                 f.write(data)
         return data
 
+    def _loaded_once(self) -> bool:
+        """Read the indexes if never done; True when this call just read them."""
+        if self._loaded:
+            return False
+        self.refresh()
+        return True
+
     def _locate(self, digest: str) -> Optional[tuple[str, int, int]]:
-        if not self._loaded:
-            self.refresh()
-            return self._where.get(digest)
+        fresh = self._loaded_once()
         found = self._where.get(digest)
-        if found is None:  # packed since the last listing, perhaps by another machine
+        if found is None and not fresh:  # packed since the last listing, perhaps by another machine
             self.refresh()
             found = self._where.get(digest)
         return found
 
     def contains(self, digest: str) -> bool:
         """Whether a pack of the store holds the object (indexes read on first need)."""
-        if not self._loaded:
-            self.refresh()
+        self._loaded_once()
         return digest in self._where
 
     def digests(self) -> set[str]:
         """Every packed object's digest."""
-        if not self._loaded:
-            self.refresh()
+        self._loaded_once()
         return set(self._where)
 
     def packs(self) -> dict[str, list[str]]:
         """Pack name -> the digests it holds."""
-        if not self._loaded:
-            self.refresh()
+        self._loaded_once()
         return dict(self._members)
 
     def read(self, digest: str) -> bytes:
