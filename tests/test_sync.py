@@ -462,12 +462,12 @@ def test_versions_count_runs_still_waiting_to_be_uploaded(tmp_path, spy, opened)
     published = _record(store, "v", {})
     store.publish(published)
     assert store.syncer().finish(10)
-    spy.down = True
+    spy.refuse_writes = True  # reads answer, so the listing is real; the upload cannot land
     waiting = _record(store, "v", {})
     store.publish(waiting)
-    spy.down = False
     assert store.run_ids("v") == sorted([published.run_id, waiting.run_id])
     assert store.records.run_ids("v") == [published.run_id]
+    spy.refuse_writes = False
 
 
 class HangingStorage(SpyStorage):
