@@ -99,6 +99,11 @@ raise SystemExit(3)
         assert f.read() == "written before the crash"
 
 
+def _sigint_default() -> None:
+    """A suite started in the background inherits SIGINT ignored, and so would the script; undo it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_interrupt_keeps_the_final_capture(home):
     out = os.path.join(home, "out")
     script = write_script(home, "slow.py", f"""
@@ -111,6 +116,7 @@ time.sleep(60)
     proc = subprocess.Popen(
         [sys.executable, "-m", "studio_run", "run", "-e", "stopped", f"--capture={out}:out", script],
         cwd=home, env=studio_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_sigint_default,
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
