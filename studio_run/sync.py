@@ -4,17 +4,14 @@
 (``studio_run.pending``) and wakes the ``Syncer``'s thread, so a capture never waits for the
 network. For every pending run the thread uploads, in this order:
 
-1. each artifact's objects that the store lacks (several at once: thousands of small files
-   are bound by round trips, not bandwidth; and when many are not known to be stored, a
-   listing of the store, a thousand keys a request, says which it lacks, instead of a request
-   per object);
-2. then the artifact's manifest;
-3. then the environment, and the record last.
+1. each artifact's snapshot: the objects the store lacks, then the manifest
+   (``studio_run.upload_snapshot``, which also sees that a key is checked or uploaded at most
+   once);
+2. then the environment, and the record last.
 
 A reader of the store therefore never finds a record whose manifest or objects are missing, on
-any backend. A key is checked or uploaded at most once: the store's answer is remembered in
-``KnownKeys``, and a manifest found in the store vouches for all of its objects (they were
-uploaded before it).
+any backend. This module keeps the rest: the journal as a queue, the thread that retries while
+the store fails, which process publishes which run, and what the user is told.
 
 When the script ends, ``finish`` waits for the journal to drain, up to ``upload_wait``, with a
 progress bar; what is left stays on disk and is published by ``studio sync`` or by the next
@@ -23,23 +20,21 @@ studio command (``push_pending``). Nothing here ever raises into the run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from . import ui
 from .errors import IntegrityError, StoreAuthError, StoreUnreachableError
 from .metadata import RunRecord
-from .objects.packs import PACK_BELOW, group
 from .objects.repository import Repository
 from .pending import Journal, KnownKeys, PendingRun, RunLock, entry_name
 from .storage.local import LocalStorage
 from .storage.retry import RetryingStorage
+from .upload_snapshot import UPLOAD_WORKERS, SnapshotUploader, StagingDamaged
 
 if TYPE_CHECKING:
     from .store import Store
@@ -48,20 +43,9 @@ __all__ = ["SyncReport", "Syncer", "describe_broken"]
 
 log = logging.getLogger(__name__)
 
-_WORKERS = 16  # objects uploaded at once: small ones are bound by round trips, not bandwidth
-_LARGE_WORKERS = 4  # of which objects the backend sends in several parts at once (S3: 8 each)
-_LARGE = 8 << 20  # S3's multipart threshold; studio stores larger files as 4 MiB chunks anyway
-_PACK_FROM = 32  # small objects to upload from which they go in packs (fewer would be a pack each)
-_LIST_FROM = 64  # objects not known to be stored above which the store is listed, not asked per object
-_LIST_PAGE = 1000  # keys one listing request returns (S3, GCS)
-_FAN_OUT = 256  # two-hex-character folders under objects/
 _TRANSIENT = (StoreUnreachableError, ConnectionError, TimeoutError)
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0  # seconds between rounds while the store fails
 _REFUSED_RETRY = 60.0  # after an answer that retrying will not change (credentials, permission)
-
-
-class _Broken(Exception):
-    """A pending run whose staged copy is damaged: no retry can publish it."""
 
 
 @dataclass
@@ -77,7 +61,7 @@ class SyncReport:
 class Syncer:
     """The uploader of one remote store; one per process, created by ``Store.syncer()``."""
 
-    def __init__(self, store: "Store", workers: int = _WORKERS) -> None:
+    def __init__(self, store: "Store", workers: int = UPLOAD_WORKERS) -> None:
         staging = store.local_repo.storage
         if not isinstance(staging, LocalStorage):
             raise TypeError("a remote store stages its captures on local disk")
@@ -85,7 +69,7 @@ class Syncer:
         self.staging = staging
         self.journal = Journal(staging)
         self.known = KnownKeys(os.path.join(staging.root, "remote.sqlite"))
-        self.workers = workers
+        self.uploader = SnapshotUploader(store, staging, self.known, workers)
         self._cond = threading.Condition()
         self._held: dict[str, RunLock] = {}  # runs this process owns (it submits them) or took over
         self._owned: set[str] = set()
@@ -94,8 +78,6 @@ class Syncer:
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
-        self._sent = 0
-        self._advance: Callable[[int], None] = lambda n: None
 
     # -- the producer's side (capture threads) -------------------------------------------------
     def submit(self, record: RunRecord) -> None:
@@ -184,7 +166,7 @@ class Syncer:
                     self._held[name] = lock
             try:
                 done = self._push_run(name)
-            except _Broken as exc:
+            except StagingDamaged as exc:
                 self._broken[name] = str(exc)
                 continue
             with self._cond:
@@ -199,143 +181,18 @@ class Syncer:
         try:
             entry = self.journal.read(name)
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise _Broken(f"its pending record cannot be read ({exc})") from exc
+            raise StagingDamaged(f"its pending record cannot be read ({exc})") from exc
         if entry is None:
             return True
         for art in entry.record.artifacts.values():
             if art.digest:
-                self._push_snapshot(art.digest)
+                self.uploader.upload(art.digest)
         if entry.environment is not None:
             self.store.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
             self.journal.remove_environment(name)
         self.store.records.write(entry.record)  # the pointer, last
         with self._cond:  # a submit cannot replace the entry between the compare and the delete
             return self.journal.remove(name, entry.data)
-
-    def _push_snapshot(self, digest: str) -> None:
-        manifest_key = Repository.manifest_key(digest)
-        if not self.known.unknown([manifest_key]):
-            return
-        try:
-            manifest = self.store.local_repo.get_manifest(digest)
-        except (IntegrityError, OSError, ValueError) as exc:
-            raise _Broken(f"snapshot {digest[:12]}… is damaged in staging ({exc})") from exc
-        object_keys = {d: Repository.object_key(d) for d in manifest.digests()}
-        if self.store.repo.has_manifest(digest):  # published before: its objects went first
-            self.known.add(list(object_keys.values()) + [manifest_key])
-            self._advance(manifest.size)
-            return
-        sizes = manifest.objects()
-        unknown = set(self.known.unknown(object_keys.values()))
-        todo = [d for d, key in object_keys.items() if key in unknown]
-        missing: set[str] = set()  # listed as absent: stored without asking again
-        if len(todo) > _LIST_FROM:
-            try:
-                present, missing = self._list_stored(todo)
-            except PermissionError:  # may read and write objects but not list them: ask each
-                present = set()
-            self.known.add(object_keys[d] for d in present)
-            unknown.difference_update(object_keys[d] for d in present)
-            todo = [d for d in todo if d not in present]
-        packs = self._pack_plan(todo, sizes, object_keys, unknown)
-        packed = {d for batch in packs for d in batch}
-        todo = [d for d in todo if d not in packed and object_keys[d] in unknown]
-        self._advance(sum(sizes[d] for d, key in object_keys.items() if key not in unknown))
-        stored: list[str] = []
-        lock = threading.Lock()
-        large = threading.Semaphore(_LARGE_WORKERS)
-
-        def staged(batch: list[str]) -> Iterator[tuple[str, bytes]]:
-            for digest in batch:
-                try:
-                    with open(self.staging.path_of(object_keys[digest]), "rb") as f:
-                        yield digest, f.read()
-                except FileNotFoundError:
-                    raise _Broken(f"object {digest[:12]}… is missing from staging") from None
-
-        def push_pack(index: str) -> None:
-            batch = packs[int(index)]
-            self.store.repo.packs.write(staged(batch))
-            size = sum(sizes[d] for d in batch)
-            with lock:
-                self._sent += size
-                stored.extend(object_keys[d] for d in batch)
-            self._advance(size)
-
-        def push(digest: str) -> None:
-            path = self.staging.path_of(object_keys[digest])
-            if not os.path.isfile(path):
-                raise _Broken(f"object {digest[:12]}… is missing from staging")
-            with large if sizes[digest] >= _LARGE else contextlib.nullcontext():
-                sent = self.store.repo.put_object_file(digest, path, assume_absent=digest in missing)
-            if sent:
-                with lock:
-                    self._sent += sizes[digest]
-            with lock:
-                stored.append(object_keys[digest])
-            self._advance(sizes[digest])
-
-        try:
-            _parallel(push_pack, [str(i) for i in range(len(packs))], min(self.workers, _LARGE_WORKERS))
-            _parallel(push, todo, self.workers)
-        finally:
-            self.known.add(stored)
-        self.store.repo.put_manifest(manifest)
-        self.known.add([manifest_key])
-
-    def _pack_plan(
-        self, todo: list[str], sizes: dict[str, int], object_keys: dict[str, str], unknown: set[str]
-    ) -> list[list[str]]:
-        """Which of ``todo`` go up in packs (``PACK_BELOW`` or smaller, at least ``_PACK_FROM`` of
-        them); objects some pack already holds are marked known and dropped from ``unknown``."""
-        small = [d for d in todo if sizes[d] < PACK_BELOW]
-        if len(small) < _PACK_FROM:
-            return []
-        already = self.store.repo.packs.digests()
-        present = [d for d in small if d in already]
-        self.known.add(object_keys[d] for d in present)
-        unknown.difference_update(object_keys[d] for d in present)
-        return list(group(sizes, (d for d in small if d not in already)))
-
-    def _list_stored(self, digests: list[str]) -> tuple[set[str], set[str]]:
-        """Learn which of ``digests`` (many, none known) the store holds by listing it, not by a
-        request per object: ``(present, absent)``; a digest in neither is left to be asked about.
-
-        One listing request answers for up to a thousand keys. The first fan-out folder needed
-        is listed; digests spread evenly over the 256 folders, so its size tells the store's,
-        and the rest is learnt in the fewest rounds of requests: the whole ``objects/`` in one
-        paged listing (a small store: its pages come one after another), each folder still
-        needed (a large store: ``workers`` folders at once), or one question per object (a
-        large store and few objects). A store of millions of objects is never listed whole:
-        past about 16,000 objects, the folders win.
-        """
-        repo = self.store.repo
-        wanted = set(digests)
-        folders = sorted({d[:2] for d in digests})
-        listed = set(repo.iter_objects(folders[0]))
-        present = listed & wanted
-        done = {d for d in digests if d[:2] == folders[0]}
-        rest, others = folders[1:], len(digests) - len(done)
-        if not rest:
-            return present, done - present
-        folder_pages = max(1, math.ceil(len(listed) / _LIST_PAGE))
-        whole = max(1, math.ceil(len(listed) * _FAN_OUT / _LIST_PAGE))
-        by_folder = math.ceil(len(rest) * folder_pages / self.workers)
-        by_object = math.ceil(others / self.workers)
-        if whole <= min(by_folder, by_object):
-            present.update(d for d in repo.iter_objects() if d in wanted)
-        elif by_folder <= by_object:
-            lock = threading.Lock()
-
-            def list_folder(fan: str) -> None:
-                found = [d for d in repo.iter_objects(fan) if d in wanted]
-                with lock:
-                    present.update(found)
-
-            _parallel(list_folder, rest, self.workers)
-        else:
-            return present, done - present
-        return present, wanted - present
 
     # -- the end of a run --------------------------------------------------------------------------
     def finish(self, timeout: float) -> bool:
@@ -355,7 +212,7 @@ class Syncer:
             self._cond.notify_all()
         total = self._plan(self._waiting())[1]
         with ui.progress(f"uploading to {self.store.url}", total or None) as advance:
-            self._advance = advance
+            self.uploader.progress = advance
             try:
                 with self._cond:
                     while True:
@@ -366,7 +223,7 @@ class Syncer:
                             break
                         self._cond.wait(min(left, 0.5))
             finally:
-                self._advance = lambda n: None
+                self.uploader.progress = lambda n: None
         with self._cond:
             error = self._error
             if not waiting:
@@ -449,8 +306,8 @@ class Syncer:
         """
         report = SyncReport()
         self._forget_if_swept()
-        sent_before = self._sent
-        self._advance = progress or (lambda n: None)
+        sent_before = self.uploader.sent
+        self.uploader.progress = progress or (lambda n: None)
         try:
             for name in self.journal.names():
                 lock = self.journal.lock(name, wait=False)
@@ -461,13 +318,13 @@ class Syncer:
                 try:
                     done = self._push_run(name)  # True: nobody else writes a run we hold
                     report.runs += 1
-                except _Broken as exc:
+                except StagingDamaged as exc:
                     report.broken[name] = str(exc)
                 finally:
                     lock.release(remove=done)
         finally:
-            self._advance = lambda n: None
-            report.uploaded = self._sent - sent_before
+            self.uploader.progress = lambda n: None
+            report.uploaded = self.uploader.sent - sent_before
         return report
 
     def catch_up(self) -> None:
@@ -500,37 +357,3 @@ def describe_broken(report: SyncReport) -> str:
     experiment, run_id = name.rsplit("--", 1)
     more = f" (and {len(report.broken) - 1} more)" if len(report.broken) > 1 else ""
     return f"run {run_id} of {experiment} cannot be published{more}: {why}"
-
-
-def _parallel(fn: Callable[[str], None], items: list[str], workers: int) -> None:
-    """Call ``fn`` on every item from up to ``workers`` daemon threads; raise the first error.
-
-    Not a ``ThreadPoolExecutor``: Python joins its threads at exit, so one upload stuck on a dead
-    store would hold ``studio run`` open after the script ended. Daemon threads are dropped.
-    """
-    if not items:
-        return
-    pending = iter(items)
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        while True:
-            with lock:
-                item = None if errors else next(pending, None)
-            if item is None:
-                return
-            try:
-                fn(item)
-            except BaseException as exc:
-                with lock:
-                    errors.append(exc)
-                return
-
-    threads = [threading.Thread(target=work, daemon=True, name="studio-put") for _ in range(min(workers, len(items)))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]

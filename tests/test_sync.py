@@ -293,9 +293,9 @@ MANY = {f"m{i:03}.bin": f"many {i}\n".encode() for i in range(200)}  # above the
 @pytest.fixture
 def loose(monkeypatch):
     """Small objects uploaded one by one, as when there are too few to pack: the listing logic."""
-    from studio_run import sync
+    from studio_run import upload_snapshot
 
-    monkeypatch.setattr(sync, "_PACK_FROM", 10**9)
+    monkeypatch.setattr(upload_snapshot, "_PACK_FROM", 10**9)
 
 
 def _fill(spy: SpyStorage, per_folder: int) -> None:
@@ -337,9 +337,9 @@ def test_a_large_store_is_listed_one_needed_folder_at_a_time(tmp_path, spy, open
 
 
 def test_few_objects_in_a_large_store_are_asked_about_one_by_one(tmp_path, spy, opened, loose, monkeypatch):
-    from studio_run import sync
+    from studio_run import upload_snapshot
 
-    monkeypatch.setattr(sync, "_LIST_PAGE", 10)  # 100 objects a folder: 10 pages each
+    monkeypatch.setattr(upload_snapshot, "_LIST_PAGE", 10)  # 100 objects a folder: 10 pages each
     _fill(spy, per_folder=100)
     store = opened(tmp_path / "a", spy)
     store.publish(_record(store, "few", {"w": _tree(tmp_path / "w", MANY)}))

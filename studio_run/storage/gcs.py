@@ -42,8 +42,8 @@ __all__ = ["GCSStorage"]
 _MiB = 1024 * 1024
 _DEFAULT_PROJECT = "studio"
 # Connections kept open must cover the requests in flight, or urllib3 drops the surplus (with a
-# warning) and reconnects: the uploader (studio_run.sync) sends 16 objects at once, and
-# requests keeps 10 connections by default.
+# warning) and reconnects: the uploader (studio_run.upload_snapshot) sends 16 objects at once,
+# and requests keeps 10 connections by default.
 _POOL_CONNECTIONS = 32
 
 # SDK exception class name (looked up along the MRO) or HTTP status -> what callers see.

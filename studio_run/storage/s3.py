@@ -41,8 +41,8 @@ _MiB = 1024 * 1024
 _MAX_SINGLE_PUT = 5 * 1024 * _MiB  # S3's limit for one PUT
 _DELETE_BATCH = 1000  # S3's limit for one DeleteObjects call
 # Connections kept open must cover the requests in flight, or urllib3 drops the surplus (with a
-# warning) and reconnects: the uploader (studio_run.sync) sends 16 objects at once, up to 4 of
-# them multipart with ``max_concurrency`` parts each.
+# warning) and reconnects: the uploader (studio_run.upload_snapshot) sends 16 objects at once,
+# up to 4 of them multipart with ``max_concurrency`` parts each.
 _UPLOADS_AT_ONCE, _MULTIPART_AT_ONCE = 16, 4
 
 # Error code (ClientError) or botocore class name -> what callers see.

@@ -1,0 +1,226 @@
+"""Upload one snapshot from a remote store's staging: the objects the store lacks, then the manifest.
+
+The ``Syncer`` (``studio_run.sync``) decides which runs to publish, when, and in what order;
+this module sends one snapshot of a run, asking the store as little as possible, because
+thousands of small files are bound by round trips, not bandwidth:
+
+- a key is checked or uploaded at most once: the store's answer is remembered in
+  ``KnownKeys``, and a manifest found in the store vouches for all of its objects (they were
+  uploaded before it);
+- when many objects are not known to be stored, a listing of the store, a thousand keys a
+  request, says which it lacks, instead of a request per object;
+- many small objects go up in packs (``studio_run.objects.packs``), the rest several at once;
+- the manifest goes last, so a manifest in the store always has all of its objects.
+
+A staged copy found damaged raises ``StagingDamaged``: no retry can publish its run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from .errors import IntegrityError
+from .objects.packs import PACK_BELOW, group
+from .objects.repository import Repository
+from .pending import KnownKeys
+from .storage.local import LocalStorage
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["SnapshotUploader", "StagingDamaged", "UPLOAD_WORKERS"]
+
+UPLOAD_WORKERS = 16  # objects uploaded at once: small ones are bound by round trips, not bandwidth
+_LARGE_WORKERS = 4  # of which objects the backend sends in several parts at once (S3: 8 each)
+_LARGE = 8 << 20  # S3's multipart threshold; studio stores larger files as 4 MiB chunks anyway
+_PACK_FROM = 32  # small objects to upload from which they go in packs (fewer would be a pack each)
+_LIST_FROM = 64  # objects not known to be stored above which the store is listed, not asked per object
+_LIST_PAGE = 1000  # keys one listing request returns (S3, GCS)
+_FAN_OUT = 256  # two-hex-character folders under objects/
+
+
+class StagingDamaged(Exception):
+    """A pending run whose staged copy is damaged: no retry can publish it."""
+
+
+class SnapshotUploader:
+    """Sends snapshots from a remote store's staging to the store; one per ``Syncer``."""
+
+    def __init__(self, store: "Store", staging: LocalStorage, known: KnownKeys, workers: int = UPLOAD_WORKERS) -> None:
+        self.store = store
+        self.staging = staging
+        self.known = known
+        self.workers = workers
+        self.sent = 0  # bytes actually sent, over this uploader's life
+        # Called with the bytes of objects as they are sent or found stored. Read at each call,
+        # so a progress bar the Syncer puts here also counts a snapshot already under way.
+        self.progress: Callable[[int], None] = lambda n: None
+
+    def upload(self, digest: str) -> None:
+        """Store snapshot ``digest``'s objects that the store lacks, then its manifest.
+
+        Returns at once when the manifest is known or found to be stored. Raises
+        ``StagingDamaged`` when the staged manifest or an object is missing or unreadable;
+        store errors propagate, and objects stored before one are remembered.
+        """
+        manifest_key = Repository.manifest_key(digest)
+        if not self.known.unknown([manifest_key]):
+            return
+        try:
+            manifest = self.store.local_repo.get_manifest(digest)
+        except (IntegrityError, OSError, ValueError) as exc:
+            raise StagingDamaged(f"snapshot {digest[:12]}… is damaged in staging ({exc})") from exc
+        object_keys = {d: Repository.object_key(d) for d in manifest.digests()}
+        if self.store.repo.has_manifest(digest):  # published before: its objects went first
+            self.known.add(list(object_keys.values()) + [manifest_key])
+            self.progress(manifest.size)
+            return
+        sizes = manifest.objects()
+        unknown = set(self.known.unknown(object_keys.values()))
+        todo = [d for d, key in object_keys.items() if key in unknown]
+        missing: set[str] = set()  # listed as absent: stored without asking again
+        if len(todo) > _LIST_FROM:
+            try:
+                present, missing = self._list_stored(todo)
+            except PermissionError:  # may read and write objects but not list them: ask each
+                present = set()
+            self.known.add(object_keys[d] for d in present)
+            unknown.difference_update(object_keys[d] for d in present)
+            todo = [d for d in todo if d not in present]
+        packs = self._pack_plan(todo, sizes, object_keys, unknown)
+        packed = {d for batch in packs for d in batch}
+        todo = [d for d in todo if d not in packed and object_keys[d] in unknown]
+        self.progress(sum(sizes[d] for d, key in object_keys.items() if key not in unknown))
+        stored: list[str] = []
+        lock = threading.Lock()
+        large = threading.Semaphore(_LARGE_WORKERS)
+
+        def staged(batch: list[str]) -> Iterator[tuple[str, bytes]]:
+            for digest in batch:
+                try:
+                    with open(self.staging.path_of(object_keys[digest]), "rb") as f:
+                        yield digest, f.read()
+                except FileNotFoundError:
+                    raise StagingDamaged(f"object {digest[:12]}… is missing from staging") from None
+
+        def push_pack(index: str) -> None:
+            batch = packs[int(index)]
+            self.store.repo.packs.write(staged(batch))
+            size = sum(sizes[d] for d in batch)
+            with lock:
+                self.sent += size
+                stored.extend(object_keys[d] for d in batch)
+            self.progress(size)
+
+        def push(digest: str) -> None:
+            path = self.staging.path_of(object_keys[digest])
+            if not os.path.isfile(path):
+                raise StagingDamaged(f"object {digest[:12]}… is missing from staging")
+            with large if sizes[digest] >= _LARGE else contextlib.nullcontext():
+                sent = self.store.repo.put_object_file(digest, path, assume_absent=digest in missing)
+            if sent:
+                with lock:
+                    self.sent += sizes[digest]
+            with lock:
+                stored.append(object_keys[digest])
+            self.progress(sizes[digest])
+
+        try:
+            _parallel(push_pack, [str(i) for i in range(len(packs))], min(self.workers, _LARGE_WORKERS))
+            _parallel(push, todo, self.workers)
+        finally:
+            self.known.add(stored)
+        self.store.repo.put_manifest(manifest)
+        self.known.add([manifest_key])
+
+    def _pack_plan(
+        self, todo: list[str], sizes: dict[str, int], object_keys: dict[str, str], unknown: set[str]
+    ) -> list[list[str]]:
+        """Which of ``todo`` go up in packs (``PACK_BELOW`` or smaller, at least ``_PACK_FROM`` of
+        them); objects some pack already holds are marked known and dropped from ``unknown``."""
+        small = [d for d in todo if sizes[d] < PACK_BELOW]
+        if len(small) < _PACK_FROM:
+            return []
+        already = self.store.repo.packs.digests()
+        present = [d for d in small if d in already]
+        self.known.add(object_keys[d] for d in present)
+        unknown.difference_update(object_keys[d] for d in present)
+        return list(group(sizes, (d for d in small if d not in already)))
+
+    def _list_stored(self, digests: list[str]) -> tuple[set[str], set[str]]:
+        """Learn which of ``digests`` (many, none known) the store holds by listing it, not by a
+        request per object: ``(present, absent)``; a digest in neither is left to be asked about.
+
+        One listing request answers for up to a thousand keys. The first fan-out folder needed
+        is listed; digests spread evenly over the 256 folders, so its size tells the store's,
+        and the rest is learnt in the fewest rounds of requests: the whole ``objects/`` in one
+        paged listing (a small store: its pages come one after another), each folder still
+        needed (a large store: ``workers`` folders at once), or one question per object (a
+        large store and few objects). A store of millions of objects is never listed whole:
+        past about 16,000 objects, the folders win.
+        """
+        repo = self.store.repo
+        wanted = set(digests)
+        folders = sorted({d[:2] for d in digests})
+        listed = set(repo.iter_objects(folders[0]))
+        present = listed & wanted
+        done = {d for d in digests if d[:2] == folders[0]}
+        rest, others = folders[1:], len(digests) - len(done)
+        if not rest:
+            return present, done - present
+        folder_pages = max(1, math.ceil(len(listed) / _LIST_PAGE))
+        whole = max(1, math.ceil(len(listed) * _FAN_OUT / _LIST_PAGE))
+        by_folder = math.ceil(len(rest) * folder_pages / self.workers)
+        by_object = math.ceil(others / self.workers)
+        if whole <= min(by_folder, by_object):
+            present.update(d for d in repo.iter_objects() if d in wanted)
+        elif by_folder <= by_object:
+            lock = threading.Lock()
+
+            def list_folder(fan: str) -> None:
+                found = [d for d in repo.iter_objects(fan) if d in wanted]
+                with lock:
+                    present.update(found)
+
+            _parallel(list_folder, rest, self.workers)
+        else:
+            return present, done - present
+        return present, wanted - present
+
+
+def _parallel(fn: Callable[[str], None], items: list[str], workers: int) -> None:
+    """Call ``fn`` on every item from up to ``workers`` daemon threads; raise the first error.
+
+    Not a ``ThreadPoolExecutor``: Python joins its threads at exit, so one upload stuck on a dead
+    store would hold ``studio run`` open after the script ended. Daemon threads are dropped.
+    """
+    if not items:
+        return
+    pending = iter(items)
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            with lock:
+                item = None if errors else next(pending, None)
+            if item is None:
+                return
+            try:
+                fn(item)
+            except BaseException as exc:
+                with lock:
+                    errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=work, daemon=True, name="studio-put") for _ in range(min(workers, len(items)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
