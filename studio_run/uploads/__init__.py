@@ -2,8 +2,9 @@
 
 ``fs_tracker.upload_file(name, path)`` stages one copy of the file and returns; worker threads
 deliver it to every destination (studio's store by default, W&B, or any ``Destination``).
-Modules, in the order a file travels: ``staging`` (names, the one copy), ``uploader`` (queue,
-workers, ordering, failures), ``destination`` (the interface), ``store_destination`` and
+Modules, in the order a file travels: ``staging`` (names, the one copy), ``uploader`` (workers,
+retries, failures) with its bookkeeping ``names`` (which names exist) and ``upload_queue``
+(ordering, bounds, superseding), ``destination`` (the interface), ``store_destination`` and
 ``wandb_destination`` (the two shipped), ``api`` (the process-wide uploader, exit handling) and
 ``collect`` (the runner turning uploads into the run's ``files`` artifact).
 
