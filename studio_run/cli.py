@@ -158,10 +158,17 @@ def gc(ctx: click.Context, grace: str, dry_run: bool) -> None:
 
     result = collect_garbage(_open(ctx), parse_duration(grace, "--grace"), dry_run)
     verb = "would remove" if dry_run else "removed"
+    local = result.local
+    staged = "" if local is None else (
+        f"; on this machine {verb} {local.objects_removed + local.manifests_removed} staged files "
+        f"({ui.format_size(local.bytes_removed)}) and {local.indexes_removed} cached pack indexes"
+    )
     ui.info(
         f"{verb} {result.objects_removed} objects ({ui.format_size(result.bytes_removed)}) and "
-        f"{result.manifests_removed} manifests; kept {result.kept_young} younger than {grace}"
+        f"{result.manifests_removed} manifests; kept {result.kept_young} younger than {grace}{staged}"
     )
+    if local is not None and local.unreadable:
+        ui.warn(f"staged files were kept: {local.unreadable}; `studio sync` names the run")
 
 
 @cli.command()

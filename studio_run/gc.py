@@ -5,14 +5,19 @@ mark objects, the rest is swept. A pack (small objects uploaded together) goes o
 its objects is live. A capture writes objects and its manifest *before* the record
 that points at them, so anything younger than ``grace`` seconds is kept: a run in progress on any
 machine never loses the content it is about to publish.
+
+On a remote store, this machine's staged copies and cached pack indexes are pruned after the
+sweep (``studio_run.staging_gc``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Optional
 
 from .objects.packs import index_key, pack_key
+from .staging_gc import PruneResult, prune_local_copies
 from .store import Store
 
 __all__ = ["GcResult", "collect_garbage"]
@@ -26,10 +31,12 @@ class GcResult:
     manifests_removed: int
     bytes_removed: int
     kept_young: int
+    local: Optional[PruneResult] = None  # this machine's copies of a remote store
 
 
 def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) -> GcResult:
-    """Sweep unreferenced content older than ``grace`` seconds from the store."""
+    """Sweep unreferenced content older than ``grace`` seconds from the store, then (for a
+    remote store) from this machine's staging folder and pack-index cache."""
     repo = store.repo
     live_manifests: set[str] = set()
     for record in store.records.iter_all():
@@ -41,6 +48,7 @@ def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) 
     cutoff = time.time() - grace
     removed_objects = removed_manifests = removed_bytes = young = 0
     marked = dry_run
+    swept_packs: list[str] = []
 
     def mark() -> None:  # before the first deletion: uploaders must stop trusting what they knew
         nonlocal marked
@@ -80,6 +88,8 @@ def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) 
         if not dry_run:
             mark()
             repo.packs.delete(name)
+        swept_packs.append(name)
         removed_objects += len(members)
         removed_bytes += size
-    return GcResult(removed_objects, removed_manifests, removed_bytes, young)
+    local = prune_local_copies(store, grace, dry_run, swept_packs) if store.is_remote else None
+    return GcResult(removed_objects, removed_manifests, removed_bytes, young, local)

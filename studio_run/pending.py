@@ -19,6 +19,9 @@ Why these shapes:
 - The lock lets one process own a run's entry (the ``studio run`` producing it, or whoever
   picks up an entry whose owner died: the kernel drops an flock with its process, even on
   ``kill -9``), so two processes never publish the same run out of order.
+- Staged objects and manifests outlive their upload (a re-capture of an unchanged file needs no
+  re-read while its staged copy exists) until ``studio gc`` prunes those no pending record
+  refers to (``studio_run.staging_gc``); it never touches ``pending/`` or ``remote.sqlite``.
 - ``remote.sqlite`` is why an object is never uploaded twice and never checked twice: a key is
   added only after the store confirmed it. ``forget_if_swept`` clears it when garbage collection
   has deleted content since, so it never vouches for a deleted object.

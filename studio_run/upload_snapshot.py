@@ -10,7 +10,9 @@ thousands of small files are bound by round trips, not bandwidth:
 - when many objects are not known to be stored, a listing of the store, a thousand keys a
   request, says which it lacks, instead of a request per object;
 - many small objects go up in packs (``studio_run.objects.packs``), the rest several at once;
-- the manifest goes last, so a manifest in the store always has all of its objects.
+- the manifest goes last, so a manifest in the store always has all of its objects;
+- a staged copy ``studio gc`` pruned after its upload is looked up in the store instead: a run
+  is called damaged only when neither has it.
 
 A staged copy found damaged raises ``StagingDamaged``: no retry can publish its run.
 """
@@ -70,6 +72,9 @@ class SnapshotUploader:
         manifest_key = Repository.manifest_key(digest)
         if not self.known.unknown([manifest_key]):
             return
+        if not self.store.local_repo.has_manifest(digest) and self.store.repo.has_manifest(digest):
+            self.known.add([manifest_key])  # `studio gc` pruned the staged copy once it was uploaded
+            return
         try:
             manifest = self.store.local_repo.get_manifest(digest)
         except (IntegrityError, OSError, ValueError) as exc:
@@ -91,6 +96,7 @@ class SnapshotUploader:
             self.known.add(object_keys[d] for d in present)
             unknown.difference_update(object_keys[d] for d in present)
             todo = [d for d in todo if d not in present]
+        todo = self._drop_pruned(todo, object_keys, unknown, missing)
         packs = self._pack_plan(todo, sizes, object_keys, unknown)
         packed = {d for batch in packs for d in batch}
         todo = [d for d in todo if d not in packed and object_keys[d] in unknown]
@@ -136,6 +142,40 @@ class SnapshotUploader:
             self.known.add(stored)
         self.store.repo.put_manifest(manifest)
         self.known.add([manifest_key])
+
+    def _drop_pruned(
+        self, todo: list[str], object_keys: dict[str, str], unknown: set[str], listed_absent: set[str]
+    ) -> list[str]:
+        """``todo`` less the objects missing from staging that the store holds, marked known.
+
+        ``studio gc`` prunes staged copies no pending run refers to. A live run may still point
+        at one: its next snapshot takes unchanged files from the previous snapshot without
+        looking in staging, and after a sweep (which clears ``known``) the uploader asks about
+        them again. The store has them (they went up with the previous snapshot), so this asks
+        it rather than calling the run damaged; only an object neither has is.
+        """
+        gone = [d for d in todo if not os.path.isfile(self.staging.path_of(object_keys[d]))]
+        if not gone:
+            return todo
+        repo = self.store.repo
+        held: set[str] = set()
+        lock = threading.Lock()
+
+        def check(digest: str) -> None:
+            if digest not in listed_absent and repo.storage.exists(object_keys[digest]):
+                with lock:
+                    held.add(digest)
+
+        _parallel(check, gone, self.workers)
+        if len(held) < len(gone):
+            repo.packs.refresh()  # packed since this process last listed the packs, perhaps elsewhere
+            held.update(d for d in gone if repo.packs.contains(d))
+        lost = [d for d in gone if d not in held]
+        if lost:
+            raise StagingDamaged(f"object {lost[0][:12]}… is missing from staging")
+        self.known.add(object_keys[d] for d in held)
+        unknown.difference_update(object_keys[d] for d in held)
+        return [d for d in todo if d not in held]
 
     def _pack_plan(
         self, todo: list[str], sizes: dict[str, int], object_keys: dict[str, str], unknown: set[str]

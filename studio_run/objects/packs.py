@@ -76,11 +76,14 @@ class PackSet:
             self._loaded = False
 
     # -- reading ----------------------------------------------------------------------------------
+    def _listed(self) -> list[str]:
+        """Names of the packs whose index the store lists (a pack without one is invisible)."""
+        return [key[len("packs/"):-len(".index")].replace("/", "") for key in self.storage.list("packs/")
+                if key.endswith(".index")]
+
     def refresh(self) -> None:
         """List the store's indexes and read those not known yet."""
-        names = [key[len("packs/"):-len(".index")].replace("/", "") for key in self.storage.list("packs/")
-                 if key.endswith(".index")]
-        for name in names:
+        for name in self._listed():
             if name in self._members:
                 continue
             data = self._read_index(name)
@@ -174,6 +177,32 @@ class PackSet:
                     while len(self._packs) > _CACHED_PACKS:
                         self._packs.popitem(last=False)
         return data
+
+    def prune_index_cache(self, swept: Iterable[str] = (), dry_run: bool = False) -> int:
+        """Delete the locally cached indexes of packs the store no longer lists, or of ``swept``
+        (those a dry-run sweep would delete); returns how many went (or would).
+
+        Cached indexes never go stale (a pack is never rewritten), only orphaned when garbage
+        collection deletes their pack. The cache is read before the store is listed, so an
+        index cached meanwhile belongs to a pack the listing shows, and is kept.
+        """
+        if not self.index_cache:
+            return 0
+        try:
+            cached = [n for n in os.listdir(self.index_cache) if not n.startswith(".")]  # .tmp-: being written
+        except FileNotFoundError:
+            return 0
+        gone = set(cached) - (set(self._listed()) - set(swept))
+        if dry_run:
+            return len(gone)
+        count = 0
+        for name in gone:
+            try:
+                os.unlink(os.path.join(self.index_cache, name))
+                count += 1
+            except FileNotFoundError:  # another gc on this machine removed it
+                pass
+        return count
 
     # -- writing ----------------------------------------------------------------------------------
     def write(self, objects: Iterable[tuple[str, bytes]]) -> str:
