@@ -9,12 +9,12 @@ script keeps the cores it needs.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from contextlib import nullcontext
 from typing import Callable, ContextManager, Optional
 
+from .background import yield_to_script
 from .capture import SnapshotResult, snapshot
 from .metadata import ArtifactRecord, RunRecord
 from .objects.manifest import Manifest
@@ -23,7 +23,6 @@ from .store import Store
 
 __all__ = ["Capturer", "Target"]
 
-_BACKGROUND_NICE = 10
 
 
 class Target:
@@ -108,10 +107,7 @@ class Capturer:
         """Capture ``targets`` every ``interval`` seconds on a background thread until ``stop``."""
 
         def loop() -> None:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _BACKGROUND_NICE)
-            except (OSError, AttributeError):
-                pass
+            yield_to_script()
             while not self._stop.wait(interval):
                 self.capture(targets)
 

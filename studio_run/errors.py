@@ -32,6 +32,7 @@ __all__ = [
     "StorePermissionError",
     "StoreUnreachableError",
     "StudioError",
+    "TRANSIENT",
     "UnknownSchemeError",
     "UnsafePathError",
     "UploadError",
@@ -99,3 +100,7 @@ class UploadError(StudioError):
     def __init__(self, message: str, failures: dict[str, BaseException] | None = None) -> None:
         super().__init__(message)
         self.failures = dict(failures or {})
+
+
+TRANSIENT: tuple[type[BaseException], ...] = (StoreUnreachableError, ConnectionError, TimeoutError)
+"""Failures that waiting may cure: retried by the storage wrapper and the background uploaders."""

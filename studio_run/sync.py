@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from . import ui
-from .errors import IntegrityError, StoreAuthError, StoreUnreachableError
+from .errors import TRANSIENT, IntegrityError, StoreAuthError
 from .metadata import RunRecord
 from .objects.repository import Repository
 from .pending import Journal, KnownKeys, PendingRun, RunLock, entry_name
@@ -43,7 +43,6 @@ __all__ = ["SyncReport", "Syncer", "describe_broken"]
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT = (StoreUnreachableError, ConnectionError, TimeoutError)
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0  # seconds between rounds while the store fails
 _REFUSED_RETRY = 60.0  # after an answer that retrying will not change (credentials, permission)
 
@@ -133,7 +132,7 @@ class Syncer:
                 error: Optional[BaseException] = None
             except BaseException as exc:  # never let the thread die: report it in finish
                 error = exc
-                if not isinstance(exc, _TRANSIENT + (StoreAuthError, PermissionError)):
+                if not isinstance(exc, TRANSIENT + (StoreAuthError, PermissionError)):
                     log.debug("upload round failed", exc_info=True)
             with self._cond:
                 self._error = error
@@ -141,7 +140,7 @@ class Syncer:
                 if error is None:
                     delay = _RETRY_MIN
                     continue
-                pause = delay if isinstance(error, _TRANSIENT) else _REFUSED_RETRY
+                pause = delay if isinstance(error, TRANSIENT) else _REFUSED_RETRY
                 delay = min(delay * 2, _RETRY_MAX)
                 self._wake = True
                 self._cond.wait(pause)  # finish() stops us at once through notify
@@ -218,7 +217,7 @@ class Syncer:
                     while True:
                         left = deadline - time.monotonic()
                         waiting = self._waiting()
-                        refused = self._error is not None and not isinstance(self._error, _TRANSIENT)
+                        refused = self._error is not None and not isinstance(self._error, TRANSIENT)
                         if all(n in self._broken for n in waiting) or left <= 0 or refused:
                             break
                         self._cond.wait(min(left, 0.5))
@@ -253,7 +252,7 @@ class Syncer:
                     return "the store has not answered yet"
         if error is None:
             return f"still uploading after {timeout:g} s"
-        if isinstance(error, _TRANSIENT):
+        if isinstance(error, TRANSIENT):
             return f"store unreachable: {error}"
         if isinstance(error, StoreAuthError):
             return f"credentials refused: {error}"

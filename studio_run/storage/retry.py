@@ -23,16 +23,14 @@ import random
 import time
 from typing import Callable, Iterator, TypeVar
 
-from ..errors import StoreAuthError, StoreUnreachableError
+from ..errors import TRANSIENT, StoreAuthError
 from .base import KeyInfo, Storage
 
-__all__ = ["RetryingStorage", "TRANSIENT"]
+__all__ = ["RetryingStorage"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Failures worth another attempt.
-TRANSIENT: tuple[type[BaseException], ...] = (StoreUnreachableError, ConnectionError, TimeoutError)
 #: Answers, never retried even when they subclass a transient type.
 _FINAL: tuple[type[BaseException], ...] = (
     FileNotFoundError, FileExistsError, PermissionError, StoreAuthError,

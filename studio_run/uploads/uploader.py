@@ -33,7 +33,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from ..errors import StoreUnreachableError, UploadError
+from ..background import yield_to_script
+from ..errors import TRANSIENT, UploadError
 from .destination import Destination
 from .names import NameTable
 from .staging import clone_or_copy, expand_name
@@ -42,9 +43,7 @@ from .upload_queue import UploadQueue, Version
 __all__ = ["POLICIES", "Uploader"]
 
 POLICIES = ("block", "latest")
-TRANSIENT: tuple[type[BaseException], ...] = (StoreUnreachableError, ConnectionError, TimeoutError)
 _STATUS_INTERVAL = 0.2
-_BACKGROUND_NICE = 10
 
 
 @dataclass
@@ -279,10 +278,7 @@ class Uploader:
 
     # -- the workers' side ----------------------------------------------------------------------
     def _work(self) -> None:
-        try:  # background work yields to the script (Linux nice is per thread)
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _BACKGROUND_NICE)
-        except (OSError, AttributeError):
-            pass
+        yield_to_script()
         while True:
             with self._cond:
                 job = None
