@@ -79,7 +79,7 @@ class BlobCache:
             os.mkdir(tmp)
             stamp = fill_new_folder(repo, manifest, os.path.join(tmp, "data"), progress=progress)
             with open(os.path.join(tmp, "stamp.json"), "w") as f:
-                json.dump(stamp, f)
+                f.write(json.dumps(stamp))  # one C-encoded string: json.dump encodes piece by piece in Python
             try:
                 os.rename(tmp, entry)
                 return _artifact_path(os.path.join(entry, "data"), manifest), False
