@@ -151,24 +151,25 @@ class Manifest:
         """Refuse anything that could write outside the destination when restored."""
         seen: set[str] = set()
         links: set[str] = set()
-        files: set[str] = set()
         for entry in self.entries:
             path = entry.path
             _check_relative(path, "path")
             if path in seen:
                 raise UnsafePathError(f"manifest lists {path!r} twice")
             seen.add(path)
-            (links if entry.type == LINK else files).add(path)
             if entry.type == LINK:
+                links.add(path)
                 _check_link_target(path, entry.target)
+        folders: set[str] = set()  # every folder above an entry, each walked up once
         for path in seen:
             parent = posixpath.dirname(path)
-            while parent:
-                if parent in links:
-                    raise UnsafePathError(f"manifest entry {path!r} lies below the symlink {parent!r}")
-                if parent in files:
-                    raise UnsafePathError(f"manifest entry {path!r} lies below the file {parent!r}")
+            while parent and parent not in folders:
+                folders.add(parent)
                 parent = posixpath.dirname(parent)
+        for folder in folders & seen:  # an entry that is also a folder above another entry
+            below = next(p for p in sorted(seen) if p.startswith(folder + "/"))
+            kind = "symlink" if folder in links else "file"
+            raise UnsafePathError(f"manifest entry {below!r} lies below the {kind} {folder!r}")
         if self.single_file and (len(self.entries) != 1 or "/" in self.entries[0].path):
             raise IntegrityError("a single-file manifest must hold exactly one top-level entry")
 
