@@ -144,6 +144,7 @@ def snapshot(
         return [work(item) for item in batch]
 
     if todo:
+        todo.sort(key=lambda item: item[1].st_ino)  # roughly the order on disk: fewer seeks on cold reads
         large, small = split_work(todo, lambda item: item[1].st_size, small_below=_SMALL, per_batch=_BATCH_FILES)
         with ThreadPoolExecutor(_WORKERS) as large_pool, ThreadPoolExecutor(_SMALL_WORKERS) as small_pool:
             futures = [large_pool.submit(work_batch, b) for b in large]
