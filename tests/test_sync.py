@@ -403,6 +403,7 @@ def test_the_next_command_publishes_what_an_earlier_one_left(tmp_path, spy, open
     spy.down = True
     store.publish(record)
     store.close()
+    store.syncer()._thread.join(10)  # a round under way ends against the outage, not after it
     spy.down = False
     opened(tmp_path / "a", spy).catch_up()
     assert RecordStore(spy).read("left", record.run_id).run_id == record.run_id
