@@ -16,7 +16,7 @@ What is kept:
 Pruning the rest is safe. A capture whose stat-cache entry names a pruned object reads the file
 again; a live run whose next snapshot takes unchanged files from its previous, already
 uploaded, snapshot (without looking in staging) is uploaded all the same, since the uploader
-asks the store about staged copies it cannot find (``Syncer._drop_pruned``).
+asks the store about staged copies it cannot find (``studio_run.upload_snapshot``).
 
 The pack-index cache (``$STUDIOML_HOME/packindex/<store id>/``) only loses the indexes of packs
 the store no longer has.
