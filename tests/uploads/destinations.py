@@ -11,6 +11,29 @@ from typing import Callable, Optional
 from studio_run.uploads import Destination
 
 
+def upload_from_threads(upload: Callable[[str, str], None], folder, repeat: int = 1) -> list[bytes]:
+    """Four threads upload one name five times each, in a known order; returns the contents in it."""
+    order: list[bytes] = []
+    turn = threading.Lock()  # the calls themselves happen in a known order, from many threads
+
+    def worker(index: int) -> None:
+        for round_ in range(5):
+            content = f"thread {index} round {round_} ".encode() * repeat
+            path = os.path.join(str(folder), f"src{index}")
+            with open(path, "wb") as f:
+                f.write(content)
+            with turn:
+                upload("model/latest.pt", path)
+                order.append(content)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return order
+
+
 def digest_of(path: str) -> str:
     """SHA-256 of a file (independent of studio's own hashing)."""
     h = hashlib.sha256()

@@ -15,7 +15,7 @@ from studio_run.specs import ArtifactRef
 from studio_run.store import open_store
 from studio_run.uploads import api
 
-from .destinations import digest_of
+from .destinations import digest_of, upload_from_threads
 
 MiB = 1 << 20
 
@@ -80,24 +80,7 @@ def test_256_mib_costs_the_caller_one_local_copy_and_uploads_the_content_of_the_
 
 def test_twenty_rapid_uploads_from_threads_end_with_the_last_content(store_url, tmp_path):
     fs_tracker.init(store_url, "rapid", queue_size="1MiB")
-    order: list[bytes] = []
-    turn = threading.Lock()
-
-    def worker(index: int) -> None:
-        for round_ in range(5):
-            content = f"thread {index} round {round_} ".encode() * 1000
-            path = str(tmp_path / f"src{index}")
-            with open(path, "wb") as f:
-                f.write(content)
-            with turn:
-                fs_tracker.upload_file("model/latest.pt", path)
-                order.append(content)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    order = upload_from_threads(fs_tracker.upload_file, tmp_path, repeat=1000)
     fs_tracker.flush(60)
     fetched = _fetch(store_url, "rapid", "model/latest.pt", str(tmp_path / "out.pt"))
     assert len(order) == 20

@@ -12,7 +12,7 @@ import pytest
 from studio_run.errors import StorePermissionError, StoreUnreachableError, UploadError
 from studio_run.uploads import Uploader
 
-from .destinations import Failing, Recording, Reentrant, digest_of
+from .destinations import Failing, Recording, Reentrant, digest_of, upload_from_threads
 
 
 @pytest.fixture
@@ -82,22 +82,7 @@ def test_twenty_uploads_of_one_name_from_several_threads_end_with_the_last(make,
     # ordering, an early version would land last.
     dest = Recording(delay=lambda name, digest: random.uniform(0, 0.03))
     uploader = make(dest, workers=4)
-    order: list[bytes] = []
-    turn = threading.Lock()  # the calls themselves happen in a known order, from many threads
-
-    def worker(index: int) -> None:
-        for round_ in range(5):
-            content = f"thread {index} round {round_}".encode()
-            src = _write(tmp_path / f"t{index}", content)
-            with turn:
-                uploader.upload_file("model/latest.pt", src)
-                order.append(content)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    order = upload_from_threads(uploader.upload_file, tmp_path)
     uploader.flush(30)
     assert len(order) == 20
     assert dest.latest["model/latest.pt"] == digest_of(_write(tmp_path / "last", order[-1]))
