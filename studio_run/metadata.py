@@ -19,7 +19,7 @@ import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, TypeVar
 
 from .errors import NotFoundError, UsageError
 from .storage.base import Storage
@@ -56,8 +56,24 @@ def new_run_id(now: Optional[float] = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+_Flat = TypeVar("_Flat", bound="_FlatRecord")
+
+
+class _FlatRecord:
+    """A dataclass of plain fields, stored as a JSON object."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_Flat], data: dict[str, Any]) -> _Flat:
+        """Inverse of ``to_dict``, ignoring keys from newer versions."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})  # type: ignore[attr-defined]
+
+
 @dataclass
-class ArtifactRecord:
+class ArtifactRecord(_FlatRecord):
     """One artifact of a run: which snapshot it points at and what that holds."""
 
     tag: str
@@ -69,18 +85,9 @@ class ArtifactRecord:
     updated_at: float = 0.0
     single_file: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ArtifactRecord":
-        """Inverse of ``to_dict``, ignoring keys from newer versions."""
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-
 
 @dataclass
-class ReuseRecord:
+class ReuseRecord(_FlatRecord):
     """Lineage: an artifact this run reused, and the exact run and snapshot it resolved to."""
 
     alias: str
@@ -89,15 +96,6 @@ class ReuseRecord:
     run_id: str
     version: int
     digest: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ReuseRecord":
-        """Inverse of ``to_dict``."""
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 @dataclass
