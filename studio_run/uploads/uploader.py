@@ -82,7 +82,6 @@ class Uploader:
         self.destinations = list(destinations)
         self.staging_dir = staging_dir
         self.values = dict(values or {})
-        self.queue_bytes = int(queue_bytes)
         self.policy = policy
         self.status_path = status_path
         self.attempts = max(1, attempts)
@@ -92,7 +91,7 @@ class Uploader:
         self._cond = threading.Condition()
         self._file_ids = itertools.count()
         self._names = NameTable()
-        self._queue = UploadQueue(self._cond, len(self.destinations), self.queue_bytes, self._status_changed)
+        self._queue = UploadQueue(self._cond, len(self.destinations), int(queue_bytes), self._status_changed)
         self._unflushed: list[set[str]] = [set() for _ in self.destinations]
         self._failures: dict[str, _Failure] = {}
         self._done_bytes = 0
