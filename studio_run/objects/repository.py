@@ -24,7 +24,7 @@ from typing import Iterator, Optional
 from ..errors import IntegrityError
 from ..storage.base import Storage
 from ..storage.local import LocalStorage
-from .digest import CHUNK, FILE_CHUNK, Hasher, chunk_list_digest, hash_bytes
+from .digest import CHUNK, FILE_CHUNK, Hasher, chunk_list_digest, hash_bytes, is_digest
 from .manifest import Entry, Manifest
 from .packs import PackSet
 
@@ -158,7 +158,7 @@ class Repository:
         content is written straight away, since the link that names it fails on its own when
         the object exists, for less than a separate lookup costs.
         """
-        if len(data) >= _LOOK_FIRST_FROM and os.path.exists(self._local().path_of(self.object_key(digest))):
+        if len(data) >= _LOOK_FIRST_FROM and os.path.exists(self._object_path(digest)):
             return digest, 0
         out = self._open_unnamed()
         if out is None:
@@ -204,7 +204,7 @@ class Repository:
 
     def _link_into_place(self, fd: int, digest: str, size: int) -> int:
         """Name an unnamed file as the object ``digest``; bytes written, 0 if it was stored already."""
-        target = self._local().path_of(self.object_key(digest))
+        target = self._object_path(digest)
         folder = os.path.dirname(target)
         if folder not in self._folders:
             os.makedirs(folder, exist_ok=True)
@@ -229,7 +229,7 @@ class Repository:
         only keeps the byte count honest; an in-process set settles two threads storing the same
         content at once.
         """
-        target = self._local().path_of(self.object_key(digest))
+        target = self._object_path(digest)
         with self._lock:
             if digest in self._inflight or os.path.exists(target):
                 return digest, 0
@@ -261,7 +261,7 @@ class Repository:
             if self.is_local:
                 out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
-                    with open(self._local().path_of(self.object_key(digest)), "rb") as src:
+                    with open(self._object_path(digest), "rb") as src:
                         size = _copy_fd(src.fileno(), out)
                 finally:
                     os.close(out)
@@ -313,9 +313,8 @@ class Repository:
         corrupted object raises ``IntegrityError`` after part of it may have been written, so
         ``out`` must be a file the caller throws away on error.
         """
-        objects = os.path.join(self._local().root, "objects")
         for digest, size in entry.chunks or ((entry.digest, entry.size),):
-            path = os.path.join(objects, digest[:2], digest[2:])  # a validated manifest's digest
+            path = self._object_path(digest)
             try:
                 src = os.open(path, os.O_RDONLY)
             except FileNotFoundError as exc:
@@ -425,6 +424,13 @@ class Repository:
             return self.storage.read_bytes(_SWEEP_KEY).decode()
         except FileNotFoundError:
             return ""
+
+    def _object_path(self, digest: str) -> str:
+        """The file of an object in a local repository (a digest check, cheaper than the general
+        key check of ``path_of``, keeps it inside the store: this runs once per file copied)."""
+        if not is_digest(digest):
+            raise IntegrityError(f"{digest!r} is not an object digest")
+        return os.path.join(self._local().root, self.object_key(digest))
 
     def _local(self) -> LocalStorage:
         if not isinstance(self.storage, LocalStorage):
