@@ -246,7 +246,7 @@ class Studio(Contender):
     def missing(self) -> Optional[str]:
         import importlib.util
 
-        if self.s3 and importlib.util.find_spec("studio_run.sync") is None:
+        if self.s3 and importlib.util.find_spec("studio_run.store.sync") is None:
             return "not available yet: studio_run/sync.py (the remote upload path) has not landed"
         return None
 
@@ -282,16 +282,16 @@ class Studio(Contender):
 
 
 class StudioSnapshot(Studio):
-    """``studio_run.capture.snapshot`` alone, timed inside its process: studio without the CLI."""
+    """``studio_run.snapshots.capture.snapshot`` alone, timed inside its process: studio without the CLI."""
 
     label = "studio snapshot() in-process"
     is_studio = False  # informational: the goals compare the CLI, as a user runs it
 
     CODE = (
         "import json, os, sys, time\n"
-        "from studio_run.capture import snapshot\n"
+        "from studio_run.snapshots.capture import snapshot\n"
         "from studio_run.objects.repository import Repository\n"
-        "from studio_run.statcache import StatCache\n"
+        "from studio_run.snapshots.statcache import StatCache\n"
         "from studio_run.storage.local import LocalStorage\n"
         "home, data = sys.argv[1], sys.argv[2]\n"
         "repo = Repository(LocalStorage(os.path.join(home, 'store')))\n"

@@ -23,15 +23,7 @@ sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import report  # noqa: E402
 from contenders import S3, Contender, Ctx, Tools, remove  # noqa: E402
-from measure import (  # noqa: E402
-    CommandFailed,
-    CpuClock,
-    Sample,
-    can_drop_caches,
-    drop_caches,
-    machine_description,
-    run_command,
-)
+from measure import CommandFailed, CpuClock, Sample, can_drop_caches, drop_caches, machine_description, run_command  # noqa: E402
 from suite import WORKLOADS, Data, Workload, summarize  # noqa: E402
 from workloads import FULL, QUICK, Scale, describe  # noqa: E402
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 
-from studio_run.ignore import IgnoreRules, walk_files
+from studio_run.snapshots.ignore import IgnoreRules, walk_files
 
 GITIGNORE = "__pycache__/\n*.pyc\n*.ckpt\n!best.ckpt\n/data/\nlogs/**/*.tmp\n"
 

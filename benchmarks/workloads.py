@@ -173,8 +173,8 @@ def make_records(store_root: str, experiments: int) -> None:
     Written with studio's own record classes, without fsync (setup, not measured), so the
     layout is exactly what ``studio run`` leaves behind.
     """
-    from studio_run.metadata import ArtifactRecord, RecordStore, RunRecord, new_run_id
     from studio_run.storage.local import LocalStorage
+    from studio_run.store.records import ArtifactRecord, RecordStore, RunRecord, new_run_id
 
     records = RecordStore(LocalStorage(store_root, fsync=False))
     now = time.time() - experiments

@@ -1,5 +1,5 @@
 """``python -m studio_run`` runs the ``studio`` command."""
 
-from .cli import main
+from .cli.main import main
 
 main()

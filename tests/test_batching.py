@@ -1,6 +1,6 @@
 """Splitting file work: large items alone, small ones in order, in batches."""
 
-from studio_run.batching import split_work
+from studio_run.snapshots.batching import split_work
 
 
 def test_large_items_are_alone_and_small_ones_batched_in_order():

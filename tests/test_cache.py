@@ -7,11 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from studio_run.cache import BlobCache
-from studio_run.capture import snapshot
 from studio_run.errors import IntegrityError
 from studio_run.objects.repository import Repository
-from studio_run.statcache import StatCache
+from studio_run.snapshots.blobcache import BlobCache
+from studio_run.snapshots.capture import snapshot
+from studio_run.snapshots.statcache import StatCache
 from studio_run.storage.local import LocalStorage
 from studio_run.storage.memory import MemoryStorage
 from tests.helpers import corrupt_object

@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from studio_run.capture import snapshot
 from studio_run.objects.digest import hash_bytes
 from studio_run.objects.repository import Repository
-from studio_run.restore import materialize
-from studio_run.statcache import StatCache
+from studio_run.snapshots.capture import snapshot
+from studio_run.snapshots.restore import materialize
+from studio_run.snapshots.statcache import StatCache
 from studio_run.storage.local import LocalStorage
 
 
@@ -125,7 +125,6 @@ def test_a_file_rewritten_during_capture_is_never_stored_torn(tmp_path, repo):
         i = 0
         while not stop.is_set():
             i = (i + 1) % len(versions)
-            tmp = src / ".ckpt.tmp"
             with open(target, "r+b") as f:  # rewrite in place, the worst case
                 f.write(versions[i])
 

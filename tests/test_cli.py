@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from studio_run.cli import cli, main
+from studio_run.cli.main import cli, main
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from importlib import metadata
 
 import pytest
 
-from studio_run import environment
-from studio_run.environment import git_facts, host_facts, installed_packages
+from studio_run.runner import environment
+from studio_run.runner.environment import git_facts, host_facts, installed_packages
 
 pytestmark = pytest.mark.skipif(
     shutil.which("git") is None,

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from studio_run.ignore import IgnoreRules, walk_files
+from studio_run.snapshots.ignore import IgnoreRules, walk_files
 
 # (lines of an ignore file, path, is_dir, expected is_ignored)
 CASES = [
@@ -253,7 +253,7 @@ def test_unreadable_subdirectory_is_logged_and_skipped(tmp_path, monkeypatch, ca
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", refusing_scandir)
-    with caplog.at_level(logging.WARNING, logger="studio_run.ignore"):
+    with caplog.at_level(logging.WARNING, logger="studio_run.snapshots.ignore"):
         assert _walked(tmp_path, None) == ["ok/a"]
     assert "locked" in caplog.text
 

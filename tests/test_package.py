@@ -45,5 +45,5 @@ def test_importing_fs_tracker_pulls_in_no_heavy_module():
 
 
 def test_studio_help_imports_no_cloud_sdk():
-    loaded = _imported_after("from studio_run.cli import cli; cli(['--help'], standalone_mode=False)")
+    loaded = _imported_after("from studio_run.cli.main import cli; cli(['--help'], standalone_mode=False)")
     assert not {"boto3", "botocore", "google", "paramiko", "rich", "redis"} & {m.split(".")[0] for m in loaded}

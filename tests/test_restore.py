@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from studio_run.capture import snapshot
 from studio_run.errors import IntegrityError, UnsafePathError
 from studio_run.objects.digest import hash_bytes
 from studio_run.objects.manifest import Entry, Manifest
 from studio_run.objects.repository import Repository
-from studio_run.restore import materialize
-from studio_run.statcache import StatCache
+from studio_run.snapshots.capture import snapshot
+from studio_run.snapshots.restore import materialize
+from studio_run.snapshots.statcache import StatCache
 from studio_run.storage.local import LocalStorage
 from tests.helpers import corrupt_object
 

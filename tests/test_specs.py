@@ -7,7 +7,8 @@ import os
 import click
 import pytest
 
-from studio_run.specs import ARTIFACT_REF, CAPTURE, REUSE, ArtifactRef, CaptureSpec, ReuseSpec
+from studio_run.cli.params import ARTIFACT_REF, CAPTURE, REUSE
+from studio_run.refs import ArtifactRef, CaptureSpec, ReuseSpec
 
 
 @pytest.mark.parametrize(

@@ -7,14 +7,13 @@ import time
 
 import pytest
 
-from studio_run.capture import SnapshotResult, snapshot
-from studio_run.cli import main
-from studio_run.gc import collect_garbage
-from studio_run.metadata import ArtifactRecord, RecordStore, RunRecord, new_run_id
+from studio_run.cli.main import main
 from studio_run.objects.digest import hash_bytes
 from studio_run.objects.repository import Repository
-from studio_run.statcache import StatCache
-
+from studio_run.snapshots.capture import SnapshotResult, snapshot
+from studio_run.snapshots.statcache import StatCache
+from studio_run.store.gc import collect_garbage
+from studio_run.store.records import ArtifactRecord, RecordStore, RunRecord, new_run_id
 from tests.test_sync import FILES, MANY, _published, _record, _tree, opened, spy  # noqa: F401  (fixtures)
 
 

@@ -15,18 +15,19 @@ import uuid
 
 import pytest
 
-from studio_run.capture import snapshot
 from studio_run.config import Config
 from studio_run.errors import StoreUnreachableError
-from studio_run.metadata import ArtifactRecord, RecordStore, RunRecord, new_run_id
 from studio_run.objects.manifest import Manifest
 from studio_run.objects.repository import Repository
-from studio_run.statcache import StatCache
+from studio_run.snapshots.capture import snapshot
+from studio_run.snapshots.statcache import StatCache
 from studio_run.storage import memory
 from studio_run.storage.memory import MemoryStorage
 from studio_run.storage.registry import _REGISTRY
 from studio_run.storage.retry import RetryingStorage
-from studio_run.store import Store, open_store
+from studio_run.store.open import open_store
+from studio_run.store.records import ArtifactRecord, RecordStore, RunRecord, new_run_id
+from studio_run.store.store import Store
 
 SPIES: dict[str, "SpyStorage"] = {}
 
@@ -293,7 +294,7 @@ MANY = {f"m{i:03}.bin": f"many {i}\n".encode() for i in range(200)}  # above the
 @pytest.fixture
 def loose(monkeypatch):
     """Small objects uploaded one by one, as when there are too few to pack: the listing logic."""
-    from studio_run import upload_snapshot
+    from studio_run.store import transfer as upload_snapshot
 
     monkeypatch.setattr(upload_snapshot, "_PACK_FROM", 10**9)
 
@@ -337,7 +338,7 @@ def test_a_large_store_is_listed_one_needed_folder_at_a_time(tmp_path, spy, open
 
 
 def test_few_objects_in_a_large_store_are_asked_about_one_by_one(tmp_path, spy, opened, loose, monkeypatch):
-    from studio_run import upload_snapshot
+    from studio_run.store import transfer as upload_snapshot
 
     monkeypatch.setattr(upload_snapshot, "_LIST_PAGE", 10)  # 100 objects a folder: 10 pages each
     _fill(spy, per_folder=100)

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from ..errors import IntegrityError, UnsafePathError
 from .digest import ALGORITHM, chunk_list_digest, hash_bytes, is_digest
 
-__all__ = ["FILE", "LINK", "Entry", "Manifest"]
+__all__ = ["Entry", "FILE", "LINK", "Manifest"]
 
 FILE = "file"
 LINK = "link"

@@ -7,7 +7,7 @@ Layout on the storage (two-character fan-out keeps folders small on disk and SFT
     gc/last-sweep        a new random mark each time garbage collection deletes content
 
 Nothing here is ever overwritten with different bytes: a key names its content. A snapshot
-becomes visible only when a record pointing at its manifest is written (``studio_run.metadata``),
+becomes visible only when a record pointing at its manifest is written (``studio_run.store.records``),
 after every object and the manifest are in place, so a reader never meets a missing object.
 Every byte read back is checked against its digest before it is handed out.
 """

@@ -22,11 +22,11 @@ import abc
 import builtins
 import os
 import tempfile
-from dataclasses import dataclass
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-__all__ = ["KeyInfo", "Storage", "atomic_local_file", "bucket_url", "check_key"]
+__all__ = ["KeyInfo", "Storage", "atomic_local_file", "check_key"]
 
 
 @dataclass(frozen=True)
@@ -138,22 +138,3 @@ def atomic_local_file(local_path: str) -> Iterator[BinaryIO]:
         except FileNotFoundError:
             pass
         raise
-
-
-def bucket_url(url: str, credentials_hint: str) -> tuple[str, str]:
-    """``(bucket, prefix)`` of ``scheme://bucket/prefix``; refuses URLs that carry credentials.
-
-    ``credentials_hint`` tells the user where the SDK takes credentials from instead.
-    """
-    from urllib.parse import urlsplit
-
-    from ..errors import ConfigError
-    from .registry import redact_url
-
-    parts = urlsplit(url)
-    if "@" in parts.netloc or parts.query:
-        raise ConfigError(f"store URL {redact_url(url)!r} carries credentials or a query; {credentials_hint}")
-    if not parts.netloc:
-        scheme = url.split("://", 1)[0]
-        raise ConfigError(f"store URL {url!r} names no bucket ({scheme}://bucket/prefix)")
-    return parts.netloc, parts.path

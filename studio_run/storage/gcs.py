@@ -27,22 +27,16 @@ import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..errors import (
-    ConfigError,
-    StoreAuthError,
-    StoreError,
-    StorePermissionError,
-    StoreUnreachableError,
-)
-from .base import KeyInfo, Storage, atomic_local_file, bucket_url, check_key
-from .registry import redact_url
+from ..errors import ConfigError, StoreAuthError, StoreError, StorePermissionError, StoreUnreachableError
+from .base import KeyInfo, Storage, atomic_local_file, check_key
+from .urls import bucket_url, redact_url
 
 __all__ = ["GCSStorage"]
 
 _MiB = 1024 * 1024
 _DEFAULT_PROJECT = "studio"
 # Connections kept open must cover the requests in flight, or urllib3 drops the surplus (with a
-# warning) and reconnects: the uploader (studio_run.upload_snapshot) sends 16 objects at once,
+# warning) and reconnects: the uploader (studio_run.store.transfer) sends 16 objects at once,
 # and requests keeps 10 connections by default.
 _POOL_CONNECTIONS = 32
 

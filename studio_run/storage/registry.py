@@ -10,12 +10,12 @@ from __future__ import annotations
 import importlib
 import os
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import MissingDependencyError, UnknownSchemeError
 from .base import Storage
+from .urls import redact_url, scheme_of
 
-__all__ = ["open_storage", "redact_url", "register", "registered_schemes", "scheme_of"]
+__all__ = ["open_storage", "register", "registered_schemes"]
 
 # scheme -> ("module:Class", pip extra that installs its SDK, or None)
 _REGISTRY: dict[str, tuple[str, str | None]] = {
@@ -35,13 +35,6 @@ def register(scheme: str, target: str, extra: str | None = None) -> None:
 def registered_schemes() -> list[str]:
     """Schemes a store URL may use, sorted."""
     return sorted(_REGISTRY)
-
-
-def scheme_of(url: str) -> str:
-    """The scheme of a store URL; a plain path (no ``scheme://``) is ``file``."""
-    if "://" not in url:
-        return "file"
-    return url.split("://", 1)[0].lower()
 
 
 def open_storage(url: str, options: dict[str, Any] | None = None) -> Storage:
@@ -70,20 +63,3 @@ def open_storage(url: str, options: dict[str, Any] | None = None) -> Storage:
         ) from exc
     cls = getattr(module, class_name)
     return cls.from_url(url, **(options or {}))
-
-
-def redact_url(url: str) -> str:
-    """The URL without any password or token, safe for logs and records.
-
-    A user name is kept (``sftp://alice@host`` says whose account, not how to log in).
-    Query strings are dropped whole, since signed URLs carry secrets there.
-    """
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{host}" if user else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -26,14 +26,9 @@ import os
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from ..errors import (
-    StoreAuthError,
-    StoreError,
-    StorePermissionError,
-    StoreUnreachableError,
-)
-from .base import KeyInfo, Storage, atomic_local_file, bucket_url, check_key
-from .registry import redact_url
+from ..errors import StoreAuthError, StoreError, StorePermissionError, StoreUnreachableError
+from .base import KeyInfo, Storage, atomic_local_file, check_key
+from .urls import bucket_url, redact_url
 
 __all__ = ["S3Storage"]
 
@@ -41,7 +36,7 @@ _MiB = 1024 * 1024
 _MAX_SINGLE_PUT = 5 * 1024 * _MiB  # S3's limit for one PUT
 _DELETE_BATCH = 1000  # S3's limit for one DeleteObjects call
 # Connections kept open must cover the requests in flight, or urllib3 drops the surplus (with a
-# warning) and reconnects: the uploader (studio_run.upload_snapshot) sends 16 objects at once,
+# warning) and reconnects: the uploader (studio_run.store.transfer) sends 16 objects at once,
 # up to 4 of them multipart with ``max_concurrency`` parts each.
 _UPLOADS_AT_ONCE, _MULTIPART_AT_ONCE = 16, 4
 

@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, StoreAuthError, StoreUnreachableError
 from .base import KeyInfo, Storage, atomic_local_file, check_key
-from .registry import redact_url
+from .urls import redact_url
 
 __all__ = ["SFTPStorage"]
 

@@ -107,7 +107,7 @@ def flush(timeout: Optional[float] = None) -> None:
 def shutdown(wait: Optional[float] = None, *, report: bool = True) -> dict[str, str]:
     """Wait for pending uploads (up to ``wait``, default ``upload_wait``), close, and return the
     undelivered names with why. Runs at interpreter exit; safe to call more than once."""
-    from .. import ui
+    from .. import console
 
     with _lock:
         uploader = _state.pop("uploader", None)
@@ -117,9 +117,9 @@ def shutdown(wait: Optional[float] = None, *, report: bool = True) -> dict[str, 
         return {}
     done, left = uploader.pending_bytes()
     if left and report:
-        ui.info(f"waiting up to {bound:.0f} s for uploads ({ui.format_size(left)} to send)")
+        console.info(f"waiting up to {bound:.0f} s for uploads ({console.format_size(left)} to send)")
     try:
-        with ui.progress("uploading files", left or None) as advance:
+        with console.progress("uploading files", left or None) as advance:
             undelivered = uploader.close(bound, advance)  # type: ignore[arg-type]
     except RuntimeError:  # no new threads at interpreter shutdown (Python 3.12+): no bar then
         undelivered = uploader.close(bound)  # type: ignore[arg-type]
@@ -129,16 +129,16 @@ def shutdown(wait: Optional[float] = None, *, report: bool = True) -> dict[str, 
         shutil.rmtree(str(_state.get("proc_dir")), ignore_errors=True)
     if undelivered and report and not _state.get("under_run"):
         for name, why in undelivered.items():
-            ui.warn(f"file not delivered: {name} ({why})")
+            console.warn(f"file not delivered: {name} ({why})")
     return undelivered
 
 
 def _at_exit() -> None:
     undelivered = shutdown()
     if undelivered and not _state.get("under_run") and _state.get("exit_on_failure", True):
-        from .. import ui
+        from .. import console
 
-        ui.info(f"{len(undelivered)} file(s) could not be delivered; exiting with code 1")
+        console.info(f"{len(undelivered)} file(s) could not be delivered; exiting with code 1")
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -188,7 +188,8 @@ def _create(
                 "uploads need to know where files go: run the script with `studio run`, call "
                 "fs_tracker.init(store=URL, experiment=NAME), or set STUDIO_EXPERIMENT (and STUDIO_STORE)"
             )
-        from ..metadata import check_experiment_name, new_run_id
+        from ..refs import check_experiment_name
+        from ..store.records import new_run_id
 
         check_experiment_name(experiment)
         config = load_config(store=store)
@@ -230,7 +231,7 @@ def _create(
 
 
 def _store_destination(config, experiment: str, run_id: str, proc_dir: str, under_run: bool):  # type: ignore[no-untyped-def]
-    from ..store import open_store
+    from ..store.open import open_store
     from .store_destination import StoreDestination
 
     store = open_store(config)
@@ -244,7 +245,7 @@ def _new_record(experiment: str, run_id: str):  # type: ignore[no-untyped-def]
     import platform
     import socket
 
-    from ..metadata import RunRecord
+    from ..store.records import RunRecord
 
     try:
         user = getpass.getuser()

@@ -23,11 +23,11 @@ from typing import Any, Optional
 
 from ..config import Config
 from ..errors import StudioError
-from ..metadata import ArtifactRecord
 from ..objects.manifest import Entry, Manifest
 from ..objects.repository import Repository
-from ..storage.registry import redact_url
-from ..store import Store
+from ..storage.urls import redact_url
+from ..store.records import ArtifactRecord
+from ..store.store import Store
 from .store_destination import FILES_TAG
 
 __all__ = ["CollectedFiles", "collect_files", "handoff_settings", "report_undelivered", "uploads_dir"]
@@ -52,12 +52,12 @@ def handoff_settings(config: Config) -> dict[str, Any]:
 
 def report_undelivered(collected: "CollectedFiles") -> None:
     """Print one line per file the script handed over that never arrived."""
-    from .. import ui
+    from .. import console
 
     for name, why in collected.undelivered.items():
-        ui.warn(f"file not delivered: {name} ({why})")
+        console.warn(f"file not delivered: {name} ({why})")
     if collected.undelivered:
-        ui.warn(f"{len(collected.undelivered)} uploaded file(s) were not delivered; studio exits non-zero")
+        console.warn(f"{len(collected.undelivered)} uploaded file(s) were not delivered; studio exits non-zero")
 
 
 def uploads_dir(run_dir: str) -> str:

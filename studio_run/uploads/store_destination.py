@@ -27,10 +27,10 @@ import threading
 import time
 from typing import Optional
 
-from ..metadata import ArtifactRecord, RunRecord
 from ..objects.digest import hash_stream
 from ..objects.manifest import LINK, Entry, Manifest
-from ..store import Store
+from ..store.records import ArtifactRecord, RunRecord
+from ..store.store import Store
 from .destination import Destination
 
 __all__ = ["FILES_TAG", "StoreDestination", "write_json_atomic"]

@@ -11,7 +11,6 @@ import sys
 import time
 
 from studio_run.objects.repository import Repository
-from studio_run.restore import materialize
 from studio_run.storage.local import LocalStorage
 from tests.helpers import studio, studio_env, write_script
 

@@ -9,7 +9,7 @@ import time
 from studio_run.config import load_config
 from studio_run.objects.digest import hash_bytes
 from studio_run.objects.manifest import Entry, Manifest
-from studio_run.store import open_store
+from studio_run.store.open import open_store
 from studio_run.uploads.collect import CollectedFiles, collect_files
 
 

@@ -9,10 +9,10 @@ import threading
 import pytest
 
 import fs_tracker
-from studio_run.artifacts import fetch_artifact
 from studio_run.config import load_config
-from studio_run.specs import ArtifactRef
-from studio_run.store import open_store
+from studio_run.refs import ArtifactRef
+from studio_run.store.artifacts import fetch_artifact
+from studio_run.store.open import open_store
 from studio_run.uploads import api
 
 from .destinations import digest_of, upload_from_threads

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import base64
 import glob
-import json
 import hashlib
+import json
 import os
 import struct
 
 import pytest
+import wandb  # noqa: F401  (in the test extras: a missing SDK fails loudly rather than skipping)
 
 import fs_tracker
 from studio_run.uploads import api
 from studio_run.uploads.wandb_destination import artifact_name
-
-import wandb  # noqa: F401  (in the test extras: a missing SDK fails loudly rather than skipping)
 
 
 @pytest.fixture
@@ -112,7 +111,7 @@ def test_files_wandb_writes_itself_never_go_back_to_wandb(offline, store_url):
     assert api.shutdown(60) == {}
     assert set(_logged_artifacts(offline / "wandb-dir")) == {"m.pt"}  # not notes.txt: no loop
     from studio_run.config import load_config
-    from studio_run.store import open_store
+    from studio_run.store.open import open_store
 
     store = open_store(load_config(store=store_url))
     manifest = store.repo.get_manifest(store.records.resolve("wbloop").artifacts["files"].digest)

@@ -1,7 +1,7 @@
 """What is waiting to be uploaded to a remote store, kept on disk so that nothing is ever lost.
 
 A remote store is written through a staging folder on this machine. Captures land there first
-(fast, crash-safe); ``studio_run.sync`` then uploads them. This module is the durable state that
+(fast, crash-safe); ``studio_run.store.sync`` then uploads them. This module is the durable state that
 the uploading needs, beside the staged objects::
 
     $STUDIOML_HOME/staging/<store id>/
@@ -21,7 +21,7 @@ Why these shapes:
   ``kill -9``), so two processes never publish the same run out of order.
 - Staged objects and manifests outlive their upload (a re-capture of an unchanged file needs no
   re-read while its staged copy exists) until ``studio gc`` prunes those no pending record
-  refers to (``studio_run.staging_gc``); it never touches ``pending/`` or ``remote.sqlite``.
+  refers to (``studio_run.store.staging_gc``); it never touches ``pending/`` or ``remote.sqlite``.
 - ``remote.sqlite`` is why an object is never uploaded twice and never checked twice: a key is
   added only after the store confirmed it. ``forget_if_swept`` clears it when garbage collection
   has deleted content since, so it never vouches for a deleted object.
@@ -37,8 +37,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
-from .metadata import RunRecord
-from .storage.local import LocalStorage
+from ..storage.local import LocalStorage
+from .records import RunRecord
 
 __all__ = ["Journal", "KnownKeys", "PendingRun", "RunLock", "entry_name"]
 

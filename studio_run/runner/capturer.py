@@ -14,12 +14,12 @@ import time
 from contextlib import nullcontext
 from typing import Callable, ContextManager, Optional
 
-from .background import yield_to_script
-from .capture import SnapshotResult, snapshot
-from .metadata import ArtifactRecord, RunRecord
-from .objects.manifest import Manifest
-from .statcache import StatCache
-from .store import Store
+from ..background import yield_to_script
+from ..objects.manifest import Manifest
+from ..snapshots.capture import SnapshotResult, snapshot
+from ..snapshots.statcache import StatCache
+from ..store.records import ArtifactRecord, RunRecord
+from ..store.store import Store
 
 __all__ = ["Capturer", "Target"]
 

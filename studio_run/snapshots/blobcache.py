@@ -22,8 +22,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .objects.manifest import Manifest
-from .objects.repository import Repository
+from ..objects.manifest import Manifest
+from ..objects.repository import Repository
 from .restore import fill_new_folder
 
 __all__ = ["BlobCache", "CacheStats"]

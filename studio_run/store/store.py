@@ -3,27 +3,24 @@
 Captures always write into a repository on local disk (fast file copies, crash-safe renames).
 With the default local store that repository *is* the store. With a remote store (S3, GCS,
 SFTP) it is a staging area under ``$STUDIOML_HOME/staging/<store id>``, and ``publish`` hands the
-record to ``studio_run.sync``, which uploads objects, then manifests, then the record: the
+record to ``studio_run.store.sync``, which uploads objects, then manifests, then the record: the
 pointer last, on every backend.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from .config import Config
-from .errors import StoreError
-from .metadata import RecordStore, RunRecord
-from .objects.repository import Repository
-from .storage import Storage, open_storage, redact_url
-from .storage.lazy import LazyStorage
-from .storage.local import LocalStorage
+from ..config import Config
+from ..errors import StoreError
+from ..objects.repository import Repository
+from ..storage import Storage
+from ..storage.lazy import LazyStorage
+from .records import RecordStore, RunRecord
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store"]
 
 
 @dataclass
@@ -123,31 +120,3 @@ class Store:
         if self._syncer is not None:
             self._syncer.close()  # type: ignore[attr-defined]
         self.storage.close()
-
-
-def open_store(config: Config, connect: bool = True) -> Store:
-    """Open the configured store, wrapped in retries when it is remote.
-
-    A remote store is reached when ``connect`` is true; otherwise on first use or through
-    ``Store.connect`` (``studio run`` must not depend on the store answering).
-    """
-    if _is_local(config.store):
-        storage = open_storage(config.store, dict(config.store_options, fsync=config.fsync))
-        repo = Repository(storage)
-        return Store(storage.url, storage, repo, repo, RecordStore(storage), config)
-    from .storage.retry import RetryingStorage
-
-    url = redact_url(config.store)
-    connection = LazyStorage(url, lambda: open_storage(config.store, config.store_options))
-    storage = RetryingStorage(connection)
-    store_id = hashlib.sha256(url.encode()).hexdigest()[:16]
-    staging = LocalStorage(os.path.join(config.home, "staging", store_id), fsync=config.fsync)
-    repo = Repository(storage, pack_index_cache=os.path.join(config.home, "packindex", store_id))
-    store = Store(url, storage, repo, Repository(staging), RecordStore(storage), config, connection)
-    if connect:
-        store.connect()
-    return store
-
-
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")

@@ -1,11 +1,11 @@
 """Upload staged captures to a remote store in the background; the record always last.
 
 ``Store.publish`` on a remote store only writes the run's newest record into the on-disk journal
-(``studio_run.pending``) and wakes the ``Syncer``'s thread, so a capture never waits for the
+(``studio_run.store.journal``) and wakes the ``Syncer``'s thread, so a capture never waits for the
 network. For every pending run the thread uploads, in this order:
 
 1. each artifact's snapshot: the objects the store lacks, then the manifest
-   (``studio_run.upload_snapshot``, which also sees that a key is checked or uploaded at most
+   (``studio_run.store.transfer``, which also sees that a key is checked or uploaded at most
    once);
 2. then the environment, and the record last.
 
@@ -27,14 +27,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
-from . import ui
-from .errors import TRANSIENT, IntegrityError, StoreAuthError
-from .metadata import RunRecord
-from .objects.repository import Repository
-from .pending import Journal, KnownKeys, PendingRun, RunLock, entry_name
-from .storage.local import LocalStorage
-from .storage.retry import RetryingStorage
-from .upload_snapshot import UPLOAD_WORKERS, SnapshotUploader, StagingDamaged
+from .. import console
+from ..errors import TRANSIENT, IntegrityError, StoreAuthError
+from ..objects.repository import Repository
+from ..storage.local import LocalStorage
+from ..storage.retry import RetryingStorage
+from .journal import Journal, KnownKeys, PendingRun, RunLock, entry_name
+from .records import RunRecord
+from .transfer import UPLOAD_WORKERS, SnapshotUploader, StagingDamaged
 
 if TYPE_CHECKING:
     from .store import Store
@@ -200,7 +200,7 @@ class Syncer:
         try:
             return self._finish(timeout)
         except Exception as exc:  # the run's outcome must not depend on the uploader
-            ui.warn(f"uploads to {self.store.url} did not finish ({type(exc).__name__}: {exc}); run `studio sync`")
+            console.warn(f"uploads to {self.store.url} did not finish ({type(exc).__name__}: {exc}); run `studio sync`")
             return False
 
     def _finish(self, timeout: float) -> bool:
@@ -210,7 +210,7 @@ class Syncer:
             self._wake = True
             self._cond.notify_all()
         total = self._plan(self._waiting())[1]
-        with ui.progress(f"uploading to {self.store.url}", total or None) as advance:
+        with console.progress(f"uploading to {self.store.url}", total or None) as advance:
             self.uploader.progress = advance
             try:
                 with self._cond:
@@ -230,7 +230,7 @@ class Syncer:
                     lock.release(remove=True)
                 self._held.clear()
                 return True
-        ui.warn(f"{self._describe(waiting)} not uploaded yet ({self._reason(error, timeout, waiting)}); "
+        console.warn(f"{self._describe(waiting)} not uploaded yet ({self._reason(error, timeout, waiting)}); "
                 f"they are kept in {self.staging.root} until `studio sync` (or the next studio command) uploads them")
         return False
 
@@ -268,7 +268,7 @@ class Syncer:
         if count == 0:
             return f"the record{'s' if len(names) > 1 else ''} of {which} {'are' if len(names) > 1 else 'is'}"
         noun = "snapshot" if count == 1 else "snapshots"
-        return f"{count} {noun} of {which} ({ui.format_size(size)}) {'is' if count == 1 else 'are'}"
+        return f"{count} {noun} of {which} ({console.format_size(size)}) {'is' if count == 1 else 'are'}"
 
     def _plan(self, names: Iterable[str]) -> tuple[int, int]:
         """Snapshots not yet in the store, and the bytes of their objects not known to be there."""
@@ -332,12 +332,12 @@ class Syncer:
         if not names:
             return
         count, size = self._plan(names)
-        ui.info(f"uploading {len(names)} run{'s' if len(names) > 1 else ''} left pending by an earlier command "
-                f"({ui.format_size(size)}) to {self.store.url}")
-        with ui.progress(f"uploading to {self.store.url}", size or None) as advance:
+        console.info(f"uploading {len(names)} run{'s' if len(names) > 1 else ''} left pending by an earlier command "
+                f"({console.format_size(size)}) to {self.store.url}")
+        with console.progress(f"uploading to {self.store.url}", size or None) as advance:
             report = self.push_pending(advance)
         if report.broken:
-            ui.warn(f"{describe_broken(report)}; it stays in {self.staging.root}")
+            console.warn(f"{describe_broken(report)}; it stays in {self.staging.root}")
 
     def close(self) -> None:
         """Stop the thread (without waiting for a transfer under way) and let go of the runs this

@@ -20,41 +20,28 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
-from . import ui
-from .cache import BlobCache
+from .. import console
+from ..config import Config
+from ..errors import NotFoundError, StoreUnreachableError, UsageError
+from ..handoff import ENV_VAR, Handoff, write_handoff
+from ..refs import ReuseSpec, check_experiment_name
+from ..snapshots.blobcache import BlobCache
+from ..snapshots.statcache import StatCache
+from ..store.open import open_store
+from ..store.records import ReuseRecord, RunRecord, new_run_id
+from ..store.store import Store
+from ..uploads.collect import collect_files, handoff_settings, report_undelivered
 from .capturer import Capturer, Target
 from .child import run_child
-from .config import Config
-from .errors import NotFoundError, StoreUnreachableError, UsageError
-from .handoff import ENV_VAR, Handoff, write_handoff
-from .metadata import ReuseRecord, RunRecord, check_experiment_name, new_run_id
-from .specs import CaptureSpec, ReuseSpec
-from .statcache import StatCache
-from .store import Store, open_store
-from .uploads.collect import collect_files, handoff_settings, report_undelivered
+from .request import RunRequest
 
-__all__ = ["DEFAULT_TAGS", "RunRequest", "run"]
+__all__ = ["DEFAULT_TAGS", "run"]
 
 DEFAULT_TAGS = ("workspace", "output", "modeldir", "tb")
 _FINAL_RETRIES = 8
 _CONNECT_WAIT = 3.0  # seconds studio run waits for a remote store before starting without it
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """Everything ``studio run`` was asked to do."""
-
-    script: Optional[str]
-    args: tuple[str, ...] = ()
-    module: Optional[str] = None
-    experiment: Optional[str] = None
-    captures: tuple[CaptureSpec, ...] = ()
-    captures_once: tuple[CaptureSpec, ...] = ()
-    reuses: tuple[ReuseSpec, ...] = ()
-    cwd: str = field(default_factory=os.getcwd)
 
 
 def run(config: Config, request: RunRequest) -> int:
@@ -82,7 +69,7 @@ def _connect(store: Store, request: RunRequest) -> None:
         reason = f"{store.url} did not answer in {_CONNECT_WAIT:g} s"
     except StoreUnreachableError as exc:
         reason = str(exc)
-    ui.warn(f"store unreachable ({reason}); captures are kept on this machine and uploaded when it answers")
+    console.warn(f"store unreachable ({reason}); captures are kept on this machine and uploaded when it answers")
 
 
 def _check_request(request: RunRequest) -> None:
@@ -150,8 +137,8 @@ class _Run:
         record = self._new_record()
         capturer = Capturer(self.store, record, self.stat_cache)
         once, continuous = self._targets()
-        ui.info(f"experiment {self.experiment} (run {self.run_id}) -> {self.store.url}")
-        with ui.progress("capturing inputs") as advance:
+        console.info(f"experiment {self.experiment} (run {self.run_id}) -> {self.store.url}")
+        with console.progress("capturing inputs") as advance:
             capturer.capture(once, progress=advance, publish=False)
         self._warn_large_workspace(record)
         artifacts = {t.tag: t.path for t in once + continuous}
@@ -177,7 +164,7 @@ class _Run:
             result = run_child(command, cwd=request.cwd, env=env, log_path=log_path, log_lock=self.log_lock)
         finally:
             capturer.stop()
-        with ui.progress("final capture") as advance:
+        with console.progress("final capture") as advance:
             capturer.capture(continuous, retries=_FINAL_RETRIES, progress=advance, publish=False)
         files = collect_files(self.store, self.run_dir)  # what the script sent to fs_tracker.upload_file
         if files.artifact is not None:
@@ -214,7 +201,7 @@ class _Run:
         )
 
     def _targets(self) -> tuple[list[Target], list[Target]]:
-        from .ignore import IgnoreRules
+        from ..snapshots.ignore import IgnoreRules
 
         request = self.request
         secrets = IgnoreRules.secrets_only()
@@ -240,11 +227,11 @@ class _Run:
         cache = BlobCache(self.config.blobcache)
         for reuse in self.reused:
             manifest = self.store.repo.get_manifest(reuse.digest)
-            with ui.progress(f"fetching {reuse.experiment}/{reuse.tag}", manifest.size) as advance:
+            with console.progress(f"fetching {reuse.experiment}/{reuse.tag}", manifest.size) as advance:
                 path, hit = cache.ensure(self.store.repo, reuse.digest, manifest, advance)
             paths[reuse.alias] = path
-            how = "cached" if hit else f"fetched {ui.format_size(manifest.size)}"
-            ui.info(f"reuse {reuse.experiment}/{reuse.tag}@{reuse.version} as {reuse.alias!r} ({how})")
+            how = "cached" if hit else f"fetched {console.format_size(manifest.size)}"
+            console.info(f"reuse {reuse.experiment}/{reuse.tag}@{reuse.version} as {reuse.alias!r} ({how})")
         return paths
 
     def _environment(self) -> dict[str, Any]:
@@ -259,8 +246,8 @@ class _Run:
     def _warn_large_workspace(self, record: RunRecord) -> None:
         art = record.artifacts.get("workspace")
         if art and art.kind == "workspace" and art.size > self.config.workspace_warn_size:
-            ui.warn(
-                f"the workspace snapshot is {ui.format_size(art.size)} in {art.files} files; "
+            console.warn(
+                f"the workspace snapshot is {console.format_size(art.size)} in {art.files} files; "
                 "add large data to .studioignore (or .gitignore) to keep it small"
             )
 
@@ -272,13 +259,13 @@ class _Run:
         parts = []
         for tag, art in sorted(record.artifacts.items()):
             if art.kind in ("capture", "capture-once", "workspace") or art.files:
-                parts.append(f"{tag} ({art.files} files, {ui.format_size(art.size)})")
+                parts.append(f"{tag} ({art.files} files, {console.format_size(art.size)})")
         for problem in capturer.errors:
-            ui.warn(f"capture failed: {problem}")
+            console.warn(f"capture failed: {problem}")
         if capturer.unstable:
-            ui.warn(f"kept the previous version of files that kept changing: {', '.join(sorted(capturer.unstable)[:5])}")
+            console.warn(f"kept the previous version of files that kept changing: {', '.join(sorted(capturer.unstable)[:5])}")
         code = f", exit code {record.exit_code}" if record.exit_code else ""
-        ui.info(f"{self.experiment} v{version} {record.status}{code}; captured {', '.join(parts) or 'nothing'}")
+        console.info(f"{self.experiment} v{version} {record.status}{code}; captured {', '.join(parts) or 'nothing'}")
 
 
 def _generated_name(run_id: str) -> str:

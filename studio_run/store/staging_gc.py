@@ -16,7 +16,7 @@ What is kept:
 Pruning the rest is safe. A capture whose stat-cache entry names a pruned object reads the file
 again; a live run whose next snapshot takes unchanged files from its previous, already
 uploaded, snapshot (without looking in staging) is uploaded all the same, since the uploader
-asks the store about staged copies it cannot find (``studio_run.upload_snapshot``).
+asks the store about staged copies it cannot find (``studio_run.store.transfer``).
 
 The pack-index cache (``$STUDIOML_HOME/packindex/<store id>/``) only loses the indexes of packs
 the store no longer has.
@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .errors import IntegrityError
-from .objects.repository import Repository
-from .pending import Journal
-from .storage.local import LocalStorage
+from ..errors import IntegrityError
+from ..objects.repository import Repository
+from ..storage.local import LocalStorage
+from .journal import Journal
 from .store import Store
 
 __all__ = ["PruneResult", "prune_local_copies"]

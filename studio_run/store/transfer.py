@@ -1,6 +1,6 @@
 """Upload one snapshot from a remote store's staging: the objects the store lacks, then the manifest.
 
-The ``Syncer`` (``studio_run.sync``) decides which runs to publish, when, and in what order;
+The ``Syncer`` (``studio_run.store.sync``) decides which runs to publish, when, and in what order;
 this module sends one snapshot of a run, asking the store as little as possible, because
 thousands of small files are bound by round trips, not bandwidth:
 
@@ -25,11 +25,11 @@ import os
 import threading
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from .errors import IntegrityError
-from .objects.packs import PACK_BELOW, group
-from .objects.repository import Repository
-from .pending import KnownKeys
-from .storage.local import LocalStorage
+from ..errors import IntegrityError
+from ..objects.packs import PACK_BELOW, group
+from ..objects.repository import Repository
+from ..storage.local import LocalStorage
+from .journal import KnownKeys
 
 if TYPE_CHECKING:
     from .store import Store

@@ -7,7 +7,7 @@ that points at them, so anything younger than ``grace`` seconds is kept: a run i
 machine never loses the content it is about to publish.
 
 On a remote store, this machine's staged copies and cached pack indexes are pruned after the
-sweep (``studio_run.staging_gc``).
+sweep (``studio_run.store.staging_gc``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from .objects.packs import index_key, pack_key
+from ..objects.packs import index_key, pack_key
 from .staging_gc import PruneResult, prune_local_copies
 from .store import Store
 

@@ -9,8 +9,8 @@ import socket
 import time
 from typing import Any, Optional
 
-from .metadata import RunRecord, effective_status
-from .ui import format_size
+from ..console import format_size
+from ..store.records import RunRecord, effective_status
 
 __all__ = ["print_experiment", "print_runs"]
 

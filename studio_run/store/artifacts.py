@@ -12,11 +12,11 @@ import shutil
 import tempfile
 from typing import Callable, Optional
 
-from .errors import NotFoundError
-from .metadata import ArtifactRecord, RunRecord
-from .objects.manifest import LINK, Manifest
-from .restore import materialize
-from .specs import ArtifactRef
+from ..errors import NotFoundError
+from ..objects.manifest import LINK, Manifest
+from ..refs import ArtifactRef
+from ..snapshots.restore import materialize
+from .records import ArtifactRecord, RunRecord
 from .store import Store
 
 __all__ = ["fetch_artifact", "resolve_artifact"]

@@ -21,7 +21,7 @@ import threading
 from importlib import metadata
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .storage import redact_url
+from ..storage import redact_url
 
 __all__ = ["git_facts", "host_facts", "installed_packages"]
 

@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
+from ..objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
+from ..objects.manifest import LINK, Entry, Manifest
+from ..objects.repository import Repository
 from .batching import split_work
-from .objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
-from .objects.manifest import LINK, Entry, Manifest
-from .objects.repository import Repository
 from .statcache import StatCache, now_ns, stat_key
 
 __all__ = ["SnapshotResult", "snapshot"]

@@ -12,8 +12,9 @@ from typing import Optional
 
 import click
 
-from .errors import StudioError
-from .specs import ARTIFACT_REF, CAPTURE, REUSE, ArtifactRef, CaptureSpec, ReuseSpec
+from ..errors import StudioError
+from ..refs import ArtifactRef, CaptureSpec, ReuseSpec
+from .params import ARTIFACT_REF, CAPTURE, REUSE
 
 __all__ = ["cli", "main"]
 
@@ -21,14 +22,14 @@ _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _config(ctx: click.Context, store: Optional[str] = None):  # type: ignore[no-untyped-def]
-    from .config import load_config
+    from ..config import load_config
 
     root = ctx.find_root().params
     return load_config(root.get("config_path"), store=store or root.get("store"))
 
 
 def _open(ctx: click.Context):  # type: ignore[no-untyped-def]
-    from .store import open_store
+    from ..store.open import open_store
 
     store = open_store(_config(ctx))
     store.catch_up()  # runs an earlier command left waiting for upload are published first
@@ -74,8 +75,9 @@ def run(
     """
     from dataclasses import replace
 
-    from .config import parse_duration
-    from .runner import RunRequest, run as run_experiment
+    from ..config import parse_duration
+    from ..runner.execute import RunRequest
+    from ..runner.execute import run as run_experiment
 
     config = _config(ctx, store)
     if capture_interval:
@@ -98,7 +100,7 @@ def run(
 @click.pass_context
 def list_(ctx: click.Context, limit: int, show_all: bool) -> None:
     """List runs, newest first."""
-    from .views import print_runs
+    from .tables import print_runs
 
     store = _open(ctx)
     print_runs(store.records.latest(None if show_all else limit), store.url)
@@ -110,7 +112,7 @@ def list_(ctx: click.Context, limit: int, show_all: bool) -> None:
 @click.pass_context
 def show(ctx: click.Context, experiment: str, version: Optional[str]) -> None:
     """Show an experiment's record, artifacts, lineage and versions."""
-    from .views import print_experiment
+    from .tables import print_experiment
 
     if "@" in experiment and version is None:
         experiment, version = experiment.split("@", 1)
@@ -126,13 +128,13 @@ def show(ctx: click.Context, experiment: str, version: Optional[str]) -> None:
 @click.pass_context
 def get(ctx: click.Context, ref: ArtifactRef, dest: str) -> None:
     """Write artifact EXP/TAG[@VERSION] to DEST (a folder, or a file for a one-file artifact)."""
-    from . import ui
-    from .artifacts import fetch_artifact
+    from .. import console
+    from ..store.artifacts import fetch_artifact
 
     store = _open(ctx)
-    with ui.progress(f"fetching {ref}") as advance:
+    with console.progress(f"fetching {ref}") as advance:
         path = fetch_artifact(store, ref, dest, advance)
-    ui.info(f"{ref} -> {path}")
+    console.info(f"{ref} -> {path}")
 
 
 @cli.command()
@@ -140,10 +142,10 @@ def get(ctx: click.Context, ref: ArtifactRef, dest: str) -> None:
 @click.pass_context
 def delete(ctx: click.Context, experiment: str) -> None:
     """Delete an experiment's records; `studio gc` then frees content nothing else uses."""
-    from . import ui
+    from .. import console
 
     removed = _open(ctx).records.delete_experiment(experiment)
-    ui.info(f"deleted {experiment} ({removed} runs); run `studio gc` to free unreferenced content")
+    console.info(f"deleted {experiment} ({removed} runs); run `studio gc` to free unreferenced content")
 
 
 @cli.command()
@@ -152,47 +154,47 @@ def delete(ctx: click.Context, experiment: str) -> None:
 @click.pass_context
 def gc(ctx: click.Context, grace: str, dry_run: bool) -> None:
     """Remove stored content that no experiment refers to."""
-    from . import ui
-    from .config import parse_duration
-    from .gc import collect_garbage
+    from .. import console
+    from ..config import parse_duration
+    from ..store.gc import collect_garbage
 
     result = collect_garbage(_open(ctx), parse_duration(grace, "--grace"), dry_run)
     verb = "would remove" if dry_run else "removed"
     local = result.local
     staged = "" if local is None else (
         f"; on this machine {verb} {local.objects_removed + local.manifests_removed} staged files "
-        f"({ui.format_size(local.bytes_removed)}) and {local.indexes_removed} cached pack indexes"
+        f"({console.format_size(local.bytes_removed)}) and {local.indexes_removed} cached pack indexes"
     )
-    ui.info(
-        f"{verb} {result.objects_removed} objects ({ui.format_size(result.bytes_removed)}) and "
+    console.info(
+        f"{verb} {result.objects_removed} objects ({console.format_size(result.bytes_removed)}) and "
         f"{result.manifests_removed} manifests; kept {result.kept_young} younger than {grace}{staged}"
     )
     if local is not None and local.unreadable:
-        ui.warn(f"staged files were kept: {local.unreadable}; `studio sync` names the run")
+        console.warn(f"staged files were kept: {local.unreadable}; `studio sync` names the run")
 
 
 @cli.command()
 @click.pass_context
 def sync(ctx: click.Context) -> None:
     """Upload captures still waiting for a remote store (after an outage or a timed-out wait)."""
-    from . import ui
-    from .errors import UploadError
-    from .store import open_store
-    from .sync import describe_broken
+    from .. import console
+    from ..errors import UploadError
+    from ..store.open import open_store
+    from ..store.sync import describe_broken
 
     store = open_store(_config(ctx))
     if not store.is_remote:
-        ui.info(f"{store.url} is on this machine: nothing to upload")
+        console.info(f"{store.url} is on this machine: nothing to upload")
         return
-    with ui.progress(f"uploading to {store.url}") as advance:
+    with console.progress(f"uploading to {store.url}") as advance:
         report = store.syncer().push_pending(advance)
     if report.runs:
-        ui.info(f"published {report.runs} run{'' if report.runs == 1 else 's'} to {store.url} "
-                f"({ui.format_size(report.uploaded)} uploaded)")
+        console.info(f"published {report.runs} run{'' if report.runs == 1 else 's'} to {store.url} "
+                f"({console.format_size(report.uploaded)} uploaded)")
     elif not (report.busy or report.broken):
-        ui.info(f"nothing is waiting to be uploaded to {store.url}")
+        console.info(f"nothing is waiting to be uploaded to {store.url}")
     if report.busy:
-        ui.info(f"{len(report.busy)} more being uploaded by a studio command still running")
+        console.info(f"{len(report.busy)} more being uploaded by a studio command still running")
     if report.broken:
         raise UploadError(describe_broken(report))
 
@@ -206,24 +208,24 @@ def cache() -> None:
 @click.pass_context
 def cache_info(ctx: click.Context) -> None:
     """Show where the cache is and how much it holds."""
-    from . import ui
-    from .cache import BlobCache
+    from .. import console
+    from ..snapshots.blobcache import BlobCache
 
     config = _config(ctx)
     stats = BlobCache(config.blobcache).stats()
-    click.echo(f"{config.blobcache}: {stats.entries} entries, {ui.format_size(stats.size)}")
+    click.echo(f"{config.blobcache}: {stats.entries} entries, {console.format_size(stats.size)}")
 
 
 @cache.command("clean")
 @click.pass_context
 def cache_clean(ctx: click.Context) -> None:
     """Remove every cache entry (they are refilled from the store on the next reuse)."""
-    from . import ui
-    from .cache import BlobCache
+    from .. import console
+    from ..snapshots.blobcache import BlobCache
 
     config = _config(ctx)
     stats = BlobCache(config.blobcache).clean()
-    ui.info(f"removed {stats.entries} entries ({ui.format_size(stats.size)}) from {config.blobcache}")
+    console.info(f"removed {stats.entries} entries ({console.format_size(stats.size)}) from {config.blobcache}")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -13,10 +13,10 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
-from .errors import UnsafePathError
+from ..errors import UnsafePathError
+from ..objects.manifest import LINK, Entry, Manifest
+from ..objects.repository import Repository
 from .batching import split_work
-from .objects.manifest import LINK, Entry, Manifest
-from .objects.repository import Repository
 
 __all__ = ["fill_new_folder", "materialize"]
 

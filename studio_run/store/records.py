@@ -21,8 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional, TypeVar
 
-from .errors import NotFoundError, UsageError
-from .storage.base import Storage
+from ..errors import NotFoundError
+from ..storage.base import Storage
 
 __all__ = [
     "ArtifactRecord",
@@ -30,23 +30,12 @@ __all__ = [
     "ReuseRecord",
     "RunRecord",
     "TERMINAL",
-    "check_experiment_name",
     "effective_status",
     "new_run_id",
 ]
 
 TERMINAL = frozenset({"finished", "failed", "interrupted"})
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _RUN_ID = re.compile(r"^\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{6}$")
-
-
-def check_experiment_name(name: str) -> str:
-    """Return ``name`` if usable as an experiment name (letters, digits, ``._-``), else raise."""
-    if not _NAME.match(name or ""):
-        raise UsageError(
-            f"invalid experiment name {name!r}: use letters, digits, '.', '_' and '-' (at most 128, no '/')"
-        )
-    return name
 
 
 def new_run_id(now: Optional[float] = None) -> str:

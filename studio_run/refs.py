@@ -1,0 +1,102 @@
+"""References to what a run captures and reuses: ``DIR:TAG`` and ``EXP/TAG[@VERSION][:ALIAS]``.
+
+Plain values and their parsers, with no click import, so the runner, the queue and the web page
+share them; ``studio_run.cli.params`` only wraps them as click parameter types. The one name
+rule for experiments, tags and aliases lives here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from .errors import UsageError
+
+__all__ = [
+    "ArtifactRef",
+    "CaptureSpec",
+    "ReuseSpec",
+    "check_experiment_name",
+    "check_name",
+    "check_tag",
+    "parse_ref",
+]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_name(name: str) -> bool:
+    """Whether ``name`` is a valid experiment name, artifact tag or alias: letters, digits and
+    ``._-``, starting with a letter or digit, at most 128 characters (one rule for all three,
+    since each becomes one path segment in the store and in ``EXP/TAG`` references)."""
+    return bool(_NAME.match(name or ""))
+
+
+def check_tag(tag: str) -> bool:
+    """Whether ``tag`` is a valid artifact tag or alias (the same rule as experiment names)."""
+    return check_name(tag)
+
+
+def check_experiment_name(name: str) -> str:
+    """Return ``name`` if usable as an experiment name, else raise ``UsageError``."""
+    if not check_name(name):
+        raise UsageError(_bad_experiment(name))
+    return name
+
+
+def _bad_experiment(name: str) -> str:
+    return f"invalid experiment name {name!r}: use letters, digits, '.', '_' and '-' (at most 128, no '/')"
+
+
+@dataclass(frozen=True)
+class CaptureSpec:
+    """A folder (or file) to snapshot under a tag."""
+
+    path: str
+    tag: str
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """An artifact of a stored experiment: ``EXP/TAG`` with an optional ``@VERSION``, and
+    optionally one file in it (``EXP/files/checkpoints/ep3.pt``)."""
+
+    experiment: str
+    tag: str
+    version: Optional[str] = None
+    path: Optional[str] = None
+
+    def __str__(self) -> str:
+        text = f"{self.experiment}/{self.tag}" + (f"@{self.version}" if self.version else "")
+        return text + (f"/{self.path}" if self.path else "")
+
+
+@dataclass(frozen=True)
+class ReuseSpec:
+    """An artifact to make available to the script under ``alias``."""
+
+    ref: ArtifactRef
+    alias: str
+
+
+def parse_ref(text: str) -> ArtifactRef:
+    """``EXP/TAG[@VERSION][/PATH]`` (VERSION: a number from 1, or a run id); ValueError if not.
+
+    PATH names one file inside the artifact (``exp/files/checkpoints/ep3.pt``); it may hold
+    ``@`` since the version is read from the TAG part only.
+    """
+    exp, sep, rest = text.partition("/")
+    if not sep or not exp or not rest:
+        raise ValueError(f"{text!r} needs the form EXPERIMENT/TAG[@VERSION], e.g. linreg/weights@2")
+    rest, slash, path = rest.partition("/")
+    if slash and any(part in ("", ".", "..") for part in path.split("/")):
+        raise ValueError(f"path {path!r} in {text!r} must be a relative path inside the artifact")
+    tag, at, version = rest.partition("@")
+    if not check_tag(tag):
+        raise ValueError(f"tag {tag!r} in {text!r} must be letters, digits, '.', '_' or '-'")
+    if at and not version:
+        raise ValueError(f"{text!r} has '@' but no version after it")
+    if not check_name(exp):
+        raise ValueError(_bad_experiment(exp))
+    return ArtifactRef(exp, tag, version or None, path or None)

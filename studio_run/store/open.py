@@ -1,0 +1,48 @@
+"""Open the configured store: the one place that builds and wires a ``Store``.
+
+A local store is its own repository. A remote one gets retries, a lazy connection (so ``studio
+run`` never waits on the network to start), a staging repository on this machine and a cache
+of the remote's pack indexes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from ..config import Config
+from ..objects.repository import Repository
+from ..storage import open_storage, redact_url
+from ..storage.lazy import LazyStorage
+from ..storage.local import LocalStorage
+from ..storage.retry import RetryingStorage
+from .records import RecordStore
+from .store import Store
+
+__all__ = ["open_store"]
+
+
+def open_store(config: Config, connect: bool = True) -> Store:
+    """Open the configured store, wrapped in retries when it is remote.
+
+    A remote store is reached when ``connect`` is true; otherwise on first use or through
+    ``Store.connect`` (``studio run`` must not depend on the store answering).
+    """
+    if _is_local(config.store):
+        storage = open_storage(config.store, dict(config.store_options, fsync=config.fsync))
+        repo = Repository(storage)
+        return Store(storage.url, storage, repo, repo, RecordStore(storage), config)
+    url = redact_url(config.store)
+    connection = LazyStorage(url, lambda: open_storage(config.store, config.store_options))
+    storage = RetryingStorage(connection)
+    store_id = hashlib.sha256(url.encode()).hexdigest()[:16]
+    staging = LocalStorage(os.path.join(config.home, "staging", store_id), fsync=config.fsync)
+    repo = Repository(storage, pack_index_cache=os.path.join(config.home, "packindex", store_id))
+    store = Store(url, storage, repo, Repository(staging), RecordStore(storage), config, connection)
+    if connect:
+        store.connect()
+    return store
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in url or url.startswith("file://")
