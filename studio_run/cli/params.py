@@ -2,7 +2,7 @@
 
 Parsing lives in ``studio_run.refs`` (no click there); these types only turn its ValueErrors
 into click usage errors, so the rules are tested from a table of valid and
-invalid strings (``tests/test_specs.py``) and every command reports a bad value the same way.
+invalid strings (``tests/cli/test_params.py``) and every command reports a bad value the same way.
 """
 
 from __future__ import annotations

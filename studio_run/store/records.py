@@ -34,7 +34,7 @@ __all__ = [
     "new_run_id",
 ]
 
-TERMINAL = frozenset({"finished", "failed", "interrupted"})
+TERMINAL = frozenset({"finished", "incomplete", "failed", "interrupted"})
 _RUN_ID = re.compile(r"^\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{6}$")
 
 
@@ -73,6 +73,10 @@ class ArtifactRecord(_FlatRecord):
     snapshots: int = 0
     updated_at: float = 0.0
     single_file: bool = False
+    # Why this artifact does not hold everything it should (unreadable or vanished files,
+    # files that never held still, a final capture that failed): one short line each. An
+    # artifact with reasons here makes a run that exited 0 ``incomplete``, never ``finished``.
+    incomplete: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from studio_run.snapshots.capture import SnapshotResult, snapshot
 from studio_run.snapshots.statcache import StatCache
 from studio_run.store.gc import collect_garbage
 from studio_run.store.records import ArtifactRecord, RecordStore, RunRecord, new_run_id
-from tests.test_sync import FILES, MANY, _published, _record, _tree, opened, spy  # noqa: F401  (fixtures)
+from tests.store.test_sync import FILES, MANY, _published, _record, _tree, opened, spy  # noqa: F401  (fixtures)
 
 
 def _staged(store) -> dict[str, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from studio_run.objects.packs import index_key, pack_key
 from studio_run.store.gc import collect_garbage
 from studio_run.store.records import RecordStore
-from tests.test_sync import _record, _tree, opened, spy  # noqa: F401  (fixtures)
+from tests.store.test_sync import _record, _tree, opened, spy  # noqa: F401  (fixtures)
 
 KEEP = {f"k{i:03}.txt": f"keep {i}\n".encode() for i in range(40)}
 DROP = {f"d{i:03}.txt": f"drop {i}\n".encode() for i in range(40)}
