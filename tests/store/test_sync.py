@@ -107,7 +107,7 @@ class SpyStorage(MemoryStorage):
 @pytest.fixture
 def spy(monkeypatch):
     """A fresh ``spy://`` store; retries in this module wait a millisecond, not seconds."""
-    monkeypatch.setitem(_REGISTRY, "spy", ("tests.test_sync:SpyStorage", None))
+    monkeypatch.setitem(_REGISTRY, "spy", ("tests.store.test_sync:SpyStorage", None))
     monkeypatch.setattr(RetryingStorage, "delay", lambda self, attempt: 0.001)
     name = f"s-{uuid.uuid4().hex[:12]}"
     storage = SpyStorage.from_url(f"spy://{name}")
@@ -484,7 +484,7 @@ class HangingStorage(SpyStorage):
 
 
 def test_run_start_waits_a_bounded_time_for_a_store_that_hangs(tmp_path, spy, monkeypatch):
-    monkeypatch.setitem(_REGISTRY, "hang", ("tests.test_sync:HangingStorage", None))
+    monkeypatch.setitem(_REGISTRY, "hang", ("tests.store.test_sync:HangingStorage", None))
     HangingStorage.release.clear()
     name = spy.url.split("://")[1]
     store = open_store(Config(home=str(tmp_path), store=f"hang://{name}", fsync=False), connect=False)
