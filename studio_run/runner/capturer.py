@@ -23,6 +23,26 @@ from ..store.store import Store
 
 __all__ = ["Capturer", "Target"]
 
+_NAMED = 3  # paths named in one reason; the rest are counted
+
+
+def _missed(result: SnapshotResult) -> list[str]:
+    """Why a snapshot does not hold everything: one line per kind of problem."""
+    reasons = []
+    if result.skipped:
+        reasons.append(f"{_count(result.skipped)} not captured (unreadable or vanished): {_names(result.skipped)}")
+    if result.unstable:
+        reasons.append(f"{_count(result.unstable)} kept changing, previous version kept: {_names(result.unstable)}")
+    return reasons
+
+
+def _count(paths: tuple[str, ...]) -> str:
+    return f"{len(paths)} file" + ("s" if len(paths) != 1 else "")
+
+
+def _names(paths: tuple[str, ...]) -> str:
+    shown = ", ".join(repr(p) for p in paths[:_NAMED])
+    return shown + (f" and {len(paths) - _NAMED} more" if len(paths) > _NAMED else "")
 
 
 class Target:
@@ -49,6 +69,7 @@ class Capturer:
         self.stat_cache = stat_cache
         self.errors: list[str] = []
         self.unstable: set[str] = set()
+        self.problems: dict[str, list[str]] = {}
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -61,20 +82,18 @@ class Capturer:
         progress: Optional[Callable[[int], None]] = None,
         publish: bool = True,
     ) -> list[SnapshotResult]:
-        """Snapshot each target; publish the record if any artifact changed. Errors are kept, not raised."""
+        """Snapshot each target; publish the record if any artifact changed.
+
+        Errors are kept, not raised: a capture that fails (a full disk, a file-size limit, a
+        damaged cache) must not end the run or the captures of the other targets. What each
+        target's latest capture missed is in ``problems`` (one short line per reason).
+        """
         results = []
         changed = False
         with self._lock:
             for target in targets:
-                guard: ContextManager[object] = target.lock if target.lock is not None else nullcontext()
-                try:
-                    with guard:
-                        result = snapshot(
-                            target.path, self.store.local_repo, self.stat_cache, ignore=target.ignore,
-                            previous=target.manifest, retries=retries, progress=progress, flush=False,
-                        )
-                except OSError as exc:
-                    self.errors.append(f"{target.tag}: {exc.strerror or exc} ({exc.filename or target.path})")
+                result = self._snapshot(target, retries, progress)
+                if result is None:
                     continue
                 results.append(result)
                 self.unstable.update(f"{target.tag}/{p}" for p in result.unstable)
@@ -93,10 +112,36 @@ class Capturer:
                         single_file=manifest.single_file,
                     )
                 target.manifest = result.manifest
-            self.store.local_repo.flush()  # objects and manifests durable before any record
+            try:
+                self.store.local_repo.flush()  # objects and manifests durable before any record
+            except OSError as exc:
+                changed = False  # never publish a record pointing at what may not be on disk
+                for target in targets:
+                    self.problems[target.tag] = [f"not made durable: {exc.strerror or exc}"]
             if changed and publish:
                 self.store.publish(self.record)
         return results
+
+    def _snapshot(
+        self, target: Target, retries: int, progress: Optional[Callable[[int], None]]
+    ) -> Optional[SnapshotResult]:
+        guard: ContextManager[object] = target.lock if target.lock is not None else nullcontext()
+        try:
+            with guard:
+                result = snapshot(
+                    target.path, self.store.local_repo, self.stat_cache, ignore=target.ignore,
+                    previous=target.manifest, retries=retries, progress=progress, flush=False,
+                )
+        except OSError as exc:
+            problem = f"capture failed: {exc.strerror or exc} ({exc.filename or target.path})"
+        except Exception as exc:  # noqa: BLE001 - e.g. sqlite's "disk is full": kept, never a lost run
+            problem = f"capture failed: {type(exc).__name__}: {exc}"
+        else:
+            self.problems[target.tag] = _missed(result)
+            return result
+        self.errors.append(f"{target.tag}: {problem.removeprefix('capture failed: ')}")
+        self.problems[target.tag] = [problem]
+        return None
 
     def publish(self, final: bool = False) -> None:
         """Write the record now (status changes)."""

@@ -9,7 +9,6 @@ and tokens before they reach a record that may be shared.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import platform
@@ -21,6 +20,7 @@ import threading
 from importlib import metadata
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from ..origin import user_name
 from ..storage import redact_url
 
 __all__ = ["git_facts", "host_facts", "installed_packages"]
@@ -43,7 +43,7 @@ def host_facts() -> dict[str, str | None]:
     """
     return {
         "host": socket.gethostname(),
-        "user": _user(),
+        "user": user_name(),
         "python_version": platform.python_version(),
         "python_executable": sys.executable or None,
         "platform": platform.platform(),
@@ -115,13 +115,6 @@ def _from_folder_name(dist: metadata.Distribution) -> tuple[str | None, str | No
     if not sep or not name or not version or "-" in version:
         return None, None
     return name, version
-
-
-def _user() -> str | None:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - KeyError or OSError when the UID has no passwd entry
-        return None
 
 
 def _git_command(*args: str) -> list[str]:
