@@ -9,6 +9,7 @@ script keeps the cores it needs.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import nullcontext
@@ -26,14 +27,18 @@ __all__ = ["Capturer", "Target"]
 _NAMED = 3  # paths named in one reason; the rest are counted
 
 
-def _missed(result: SnapshotResult) -> list[str]:
-    """Why a snapshot does not hold everything: one line per kind of problem."""
+def _missed(result: SnapshotResult, target_path: str) -> tuple[list[str], list[str]]:
+    """Why a snapshot does not hold everything (one line per kind of problem), and the symlinks
+    it left out on purpose (to a folder outside, or dangling): those are named, not missing."""
+    root = target_path if os.path.isdir(target_path) else os.path.dirname(target_path)
+    links = tuple(p for p in result.skipped if os.path.islink(os.path.join(root, p)))
+    lost = tuple(p for p in result.skipped if p not in links)
     reasons = []
-    if result.skipped:
-        reasons.append(f"{_count(result.skipped)} not captured (unreadable or vanished): {_names(result.skipped)}")
+    if lost:
+        reasons.append(f"{_count(lost)} not captured (unreadable or vanished): {_names(lost)}")
     if result.unstable:
         reasons.append(f"{_count(result.unstable)} kept changing, previous version kept: {_names(result.unstable)}")
-    return reasons
+    return reasons, list(links)
 
 
 def _count(paths: tuple[str, ...]) -> str:
@@ -69,7 +74,8 @@ class Capturer:
         self.stat_cache = stat_cache
         self.errors: list[str] = []
         self.unstable: set[str] = set()
-        self.problems: dict[str, list[str]] = {}
+        self.problems: dict[str, list[str]] = {}  # per tag, what its latest capture missed
+        self.links_skipped: set[str] = set()  # symlinks not followed (outside folders, dangling)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -137,7 +143,8 @@ class Capturer:
         except Exception as exc:  # noqa: BLE001 - e.g. sqlite's "disk is full": kept, never a lost run
             problem = f"capture failed: {type(exc).__name__}: {exc}"
         else:
-            self.problems[target.tag] = _missed(result)
+            self.problems[target.tag], links = _missed(result, target.path)
+            self.links_skipped.update(f"{target.tag}/{p}" for p in links)
             return result
         self.errors.append(f"{target.tag}: {problem.removeprefix('capture failed: ')}")
         self.problems[target.tag] = [problem]

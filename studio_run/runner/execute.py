@@ -38,7 +38,7 @@ from ..uploads.store_destination import FILES_TAG
 from .capturer import Capturer, Target
 from .child import ChildResult, run_child
 from .environment import git_facts, host_facts, installed_packages
-from .prepare import PreparedRun, check_request, prepare, run_dir_of, stamp_origin
+from .prepare import PreparedRun, check_request, prepare, run_dir_of, stamp_origin, warn_links
 from .request import RunRequest
 from .signals import AbandonCapture, StopSignals
 
@@ -221,6 +221,7 @@ class _Execution:
             console.warn(f"capture failed: {problem}")
         if capturer.unstable:
             console.warn(f"kept the previous version of files that kept changing: {', '.join(sorted(capturer.unstable)[:5])}")
+        warn_links(capturer.links_skipped)
         if missing:
             console.warn("incomplete: " + "; ".join(f"{tag}: {', '.join(why)}" for tag, why in sorted(missing.items())))
         code = f", exit code {record.exit_code}" if record.exit_code else ""

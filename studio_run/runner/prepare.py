@@ -38,7 +38,7 @@ from ..store.store import Store
 from .capturer import Capturer, Target
 from .request import RunRequest
 
-__all__ = ["PreparedRun", "check_request", "prepare", "run_dir_of", "stamp_origin"]
+__all__ = ["PreparedRun", "check_request", "prepare", "run_dir_of", "stamp_origin", "warn_links"]
 
 _CONNECT_WAIT = 3.0  # seconds studio run waits for a remote store before starting without it
 _SLOW_INPUTS = 10.0  # seconds of input snapshot after which the terminal says why the script waits
@@ -77,6 +77,7 @@ def prepare(config: Config, store: Store, request: RunRequest) -> PreparedRun:
         capturer.capture(_input_targets(config, store, request, run_id, record.experiment),
                          progress=notice.wrap(advance), publish=False)
     _warn_large_workspace(config, record)
+    warn_links(capturer.links_skipped)
     record.reuses = reused
     capturer.publish()
     return PreparedRun(request, record, reused, dict(capturer.problems))
@@ -198,6 +199,13 @@ def _warn_large_workspace(config: Config, record: RunRecord) -> None:
             f"the workspace snapshot is {console.format_size(art.size)} in {art.files} files; "
             "add large data to .studioignore (or .gitignore) to keep it small"
         )
+
+
+def warn_links(links: set[str]) -> None:
+    """Name the symlinks a capture left out on purpose (one line)."""
+    if links:
+        shown = ", ".join(sorted(links)[:5]) + (f" and {len(links) - 5} more" if len(links) > 5 else "")
+        console.warn(f"symlinks not followed (to a folder outside, or dangling): {shown}")
 
 
 class _SlowNotice:
