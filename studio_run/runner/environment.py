@@ -13,14 +13,13 @@ import logging
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import threading
 from importlib import metadata
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ..origin import user_name
+from ..origin import current_origin
 from ..storage import redact_url
 
 __all__ = ["git_facts", "host_facts", "installed_packages"]
@@ -39,12 +38,14 @@ _TOKEN_MIN_LENGTH = 20  # longer "user names" are treated as tokens: dropping a 
 def host_facts() -> dict[str, str | None]:
     """Host, user, Python version and executable, and platform string of this process.
 
-    ``user`` is None when the account has no name (containers running a bare UID).
+    ``user`` is None when the account has no name (containers running a bare UID). Host, user
+    and Python come from ``origin.current_origin``, the one place that says who ran something.
     """
+    origin = current_origin()
     return {
-        "host": socket.gethostname(),
-        "user": user_name(),
-        "python_version": platform.python_version(),
+        "host": origin.host,
+        "user": origin.user or None,
+        "python_version": origin.python,
         "python_executable": sys.executable or None,
         "platform": platform.platform(),
     }

@@ -77,16 +77,18 @@ class _Execution:
     def run(self) -> int:
         try:
             handoff_path = self._materialise()
-        except BaseException:
-            self._give_up("the script never started")
+        except BaseException as exc:
+            self._give_up("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
             raise
         environment = _gather(self._environment)  # packages and git take tens of ms: not on the start path
         with StopSignals(self.config.stop_grace) as signals:
             result = self._run_script(handoff_path, signals)
             try:
-                return self._finish(result, environment, abandoned=False)
+                self._final_capture()
             except AbandonCapture:
-                return self._finish(result, environment, abandoned=True)
+                for target in self.continuous:
+                    self.capturer.problems[target.tag] = ["final capture abandoned (stopped by a repeated signal)"]
+            return self._finish(result, environment)
 
     # 1. materialise
     def _materialise(self) -> str:
@@ -134,13 +136,13 @@ class _Execution:
             console.info(f"reuse {reuse.experiment}/{reuse.tag}@{reuse.version} as {reuse.alias!r} ({how})")
         return paths
 
-    def _give_up(self, why: str) -> None:
-        """Close the record of a run that failed before its script started (never left ``running``)."""
-        self.record.status, self.record.ended_at = "failed", time.time()
+    def _give_up(self, status: str) -> None:
+        """Close the record of a run that ended before its script started (never left ``running``)."""
+        self.record.status, self.record.ended_at = status, time.time()
         try:
             self.capturer.publish(final=True)
         except Exception as exc:  # noqa: BLE001 - the original error is the one to report
-            console.warn(f"could not record that {why}: {exc}")
+            console.warn(f"could not record that the run {status} before its script started: {exc}")
 
     # 2. run the script
     def _run_script(self, handoff_path: str, signals: StopSignals) -> ChildResult:
@@ -156,14 +158,13 @@ class _Execution:
             self.capturer.stop()
 
     # 3. finish
-    def _finish(self, result: ChildResult, environment: "Future[dict[str, Any]]", abandoned: bool) -> int:
+    def _final_capture(self) -> None:
+        with console.progress("final capture") as advance:
+            self.capturer.capture(self.continuous, retries=_FINAL_RETRIES, progress=advance, publish=False)
+
+    def _finish(self, result: ChildResult, environment: "Future[dict[str, Any]]") -> int:
+        """Record how the run ended and say it; returns studio's exit code."""
         record, capturer = self.record, self.capturer
-        if abandoned:
-            for target in self.continuous:
-                capturer.problems[target.tag] = ["final capture abandoned (stopped by a repeated signal)"]
-        else:
-            with console.progress("final capture") as advance:
-                capturer.capture(self.continuous, retries=_FINAL_RETRIES, progress=advance, publish=False)
         files = collect_files(self.store, self.run_dir)  # what the script sent to fs_tracker.upload_file
         if files.artifact is not None:
             record.artifacts[files.artifact.tag] = files.artifact
@@ -217,7 +218,7 @@ class _Execution:
         for tag, art in sorted(record.artifacts.items()):
             if art.digest and (art.kind in ("capture", "capture-once", "workspace") or art.files):
                 parts.append(f"{tag} ({art.files} files, {console.format_size(art.size)})")
-        for problem in capturer.errors:
+        for problem in dict.fromkeys(capturer.errors):  # each failure once, however many captures met it
             console.warn(f"capture failed: {problem}")
         if capturer.unstable:
             console.warn(f"kept the previous version of files that kept changing: {', '.join(sorted(capturer.unstable)[:5])}")

@@ -49,11 +49,16 @@ class StopSignals:
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._timer: Optional[threading.Timer] = None
         self._previous: dict[int, _Handler] = {}
+        self._ignored: list[int] = []
         self._lock = threading.RLock()  # the handler runs on the main thread, maybe inside attach
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+            # A signal studio inherited ignored (a shell's background job, nohup) stays ignored
+            # for the script, as the shell meant: it is handled only once the script has started.
+            self._ignored = [sig for sig in STOP_SIGNALS if signal.getsignal(sig) == signal.SIG_IGN]
+            self._previous = {sig: signal.signal(sig, self._on_signal)
+                              for sig in STOP_SIGNALS if sig not in self._ignored}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -66,6 +71,9 @@ class StopSignals:
         """From now until ``detach``, stop signals are passed to ``proc``."""
         with self._lock:
             self._proc = proc
+        for sig in self._ignored:  # the script has inherited SIG_IGN by now
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+        self._ignored = []
 
     def detach(self) -> list[int]:
         """The script ended: signals now concern the final capture. Returns those it received."""

@@ -236,3 +236,13 @@ def test_capture_once_of_a_fifo_is_refused_before_the_script_starts(home):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "FIFO" in done.stderr, done.stderr
     assert not os.path.exists(marker)
+
+
+def test_sigint_ignored_by_the_shell_stays_ignored_for_the_script(home):
+    script = write_script(home, "check.py", "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "studio_run", "run", "-e", "nohup", script], cwd=home, env=studio_env(home),
+        capture_output=True, text=True, timeout=_DEADLINE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
