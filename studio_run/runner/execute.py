@@ -53,7 +53,7 @@ def run(config: Config, request: RunRequest) -> int:
     check_request(request)  # before the store is opened: a typo writes nothing
     store = open_store(config, connect=False)
     try:
-        return execute(config, store, prepare(config, store, request))
+        return execute(config, store, prepare(config, store, request, publish=False))
     finally:
         store.close()
 

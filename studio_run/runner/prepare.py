@@ -9,7 +9,8 @@ Everything here happens before the script exists, on the machine that submits th
 3. Each ``--reuse`` is resolved to one exact run and snapshot (an unpinned one skips runs that
    did not finish), and the terminal says which.
 4. The inputs, ``workspace`` and every ``--capture-once``, are snapshotted, and the record is
-   published as ``running`` with them and the reuses in it.
+   published as ``running`` with them and the reuses in it (on one machine, ``run`` leaves that
+   first write to ``execute``, see ``prepare``).
 
 What remains for ``execute`` is a ``PreparedRun``: the request, the record and the reuses. The
 blob cache is filled there, since it is the executing machine that needs the files.
@@ -64,8 +65,13 @@ class PreparedRun:
         return self.record.run_id
 
 
-def prepare(config: Config, store: Store, request: RunRequest) -> PreparedRun:
-    """Check ``request``, snapshot its inputs into ``store`` and publish its first record."""
+def prepare(config: Config, store: Store, request: RunRequest, *, publish: bool = True) -> PreparedRun:
+    """Check ``request``, snapshot its inputs into ``store`` and publish its first record.
+
+    ``publish=False`` leaves the first write of the record to ``execute`` (which publishes it
+    with the first capture of the continuous artifacts): on one machine a second write a few
+    milliseconds later buys nothing, and a remote store then receives one complete first record.
+    """
     check_request(request)
     _connect(store, request)
     reused = [_resolve_reuse(store, spec) for spec in request.reuses]
@@ -79,7 +85,8 @@ def prepare(config: Config, store: Store, request: RunRequest) -> PreparedRun:
     _warn_large_workspace(config, record)
     warn_links(capturer.links_skipped)
     record.reuses = reused
-    capturer.publish()
+    if publish:
+        capturer.publish()
     return PreparedRun(request, record, reused, dict(capturer.problems))
 
 
