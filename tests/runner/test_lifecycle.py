@@ -12,9 +12,12 @@ import threading
 import pytest
 
 import fs_tracker
+from studio_run.objects.manifest import Manifest
 from studio_run.origin import current_origin, process_start_ticks
+from studio_run.runner.capturer import _missed
 from studio_run.runner.prepare import _SlowNotice
 from studio_run.runner.signals import AbandonCapture, StopSignals
+from studio_run.snapshots.capture import SnapshotResult
 from studio_run.store.records import RunRecord, effective_status
 
 _DEADLINE = 60.0
@@ -95,3 +98,13 @@ def test_get_artifact_default_outside_studio_run(monkeypatch):
     assert fs_tracker.get_artifact("data", default="./data") == "./data"
     with pytest.raises(fs_tracker.NotUnderStudio):
         fs_tracker.get_artifact("data")
+
+
+def test_files_a_snapshot_skipped_are_missing_but_symlinks_left_out_are_only_named(tmp_path):
+    (tmp_path / "data").symlink_to("/")  # a folder outside: left out on purpose
+    result = SnapshotResult(Manifest.build([]), 0, 0, 0, unstable=("log.txt",), skipped=("data", "gone.bin"))
+    reasons, links = _missed(result, str(tmp_path))
+    assert links == ["data"]
+    assert reasons == ["1 file not captured (unreadable or vanished): 'gone.bin'",
+                       "1 file kept changing, previous version kept: 'log.txt'"]
+    assert _missed(SnapshotResult(Manifest.build([]), 0, 0, 0), str(tmp_path)) == ([], [])
