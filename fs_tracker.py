@@ -69,9 +69,19 @@ def get_artifacts() -> dict[str, str]:
     return dict(_handoff().artifacts)
 
 
-def get_artifact(tag: str) -> str:
-    """The local path of artifact ``tag`` (captured, captured-once, reused or default)."""
-    artifacts = _handoff().artifacts
+def get_artifact(tag: str, default: Optional[str] = None) -> str:
+    """The local path of artifact ``tag`` (captured, captured-once, reused or default).
+
+    Outside ``studio run`` this returns ``default`` when one is given (so a script also runs
+    by hand: ``get_artifact("data", default="./data")``), else raises ``NotUnderStudio``.
+    Under ``studio run`` a tag the run does not have raises ``ArtifactNotFound`` either way.
+    """
+    try:
+        artifacts = _handoff().artifacts
+    except NotUnderStudio:
+        if default is None:
+            raise
+        return default
     try:
         return artifacts[tag]
     except KeyError:

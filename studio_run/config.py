@@ -21,7 +21,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _KNOWN_KEYS = {
     "store", "storage", "store_options", "capture_interval", "upload_wait", "fsync",
-    "workspace_warn_size", "upload_queue_size", "upload_policy", "blobcache",
+    "workspace_warn_size", "upload_queue_size", "upload_policy", "blobcache", "stop_grace",
 }
 
 
@@ -44,6 +44,7 @@ class Config:
     upload_queue_size: int = 2 << 30
     upload_policy: str = "block"
     blobcache: str = ""
+    stop_grace: float = 30.0
     source: str = "defaults"
 
     @property
@@ -119,6 +120,7 @@ def load_config(
         upload_queue_size=parse_size(data.get("upload_queue_size", 2 << 30), "upload_queue_size"),
         upload_policy=policy,
         blobcache=os.path.expanduser(str(data.get("blobcache") or os.path.join(home, "blobcache"))),
+        stop_grace=parse_duration(data.get("stop_grace", 30), "stop_grace"),
         source=source,
     )
 

@@ -7,8 +7,9 @@ rule for experiments, tags and aliases lives here.
 
 from __future__ import annotations
 
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import UsageError
@@ -51,10 +52,33 @@ def _bad_experiment(name: str) -> str:
 
 @dataclass(frozen=True)
 class CaptureSpec:
-    """A folder (or file) to snapshot under a tag."""
+    """A folder (or file) to snapshot under a tag.
+
+    ``path`` is resolved on the machine that parsed the flag; ``given`` keeps the text as typed
+    (relative to the working directory, ``~`` unexpanded), so a machine that runs the request
+    later can resolve it its own way (``resolved``). Equality compares the tag and the resolved
+    path only: two spellings of one folder are the same capture.
+    """
 
     path: str
     tag: str
+    given: str = field(default="", compare=False)
+
+    @classmethod
+    def parse(cls, path: str, tag: str, cwd: str | None = None) -> "CaptureSpec":
+        """The spec for ``path`` as typed, resolved against ``cwd`` (default: the current folder)."""
+        return cls(_resolve(path, cwd), tag, given=path)
+
+    def resolved(self, cwd: str) -> "CaptureSpec":
+        """This spec with ``given`` resolved again against ``cwd`` and this machine's ``~``."""
+        return CaptureSpec(_resolve(self.given or self.path, cwd), self.tag, given=self.given)
+
+
+def _resolve(path: str, cwd: str | None) -> str:
+    expanded = os.path.expanduser(path)
+    if cwd is not None and not os.path.isabs(expanded):
+        expanded = os.path.join(cwd, expanded)
+    return os.path.abspath(expanded)
 
 
 @dataclass(frozen=True)

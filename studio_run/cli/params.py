@@ -7,7 +7,6 @@ invalid strings (``tests/cli/test_params.py``) and every command reports a bad v
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import click
@@ -29,7 +28,7 @@ class _CaptureType(click.ParamType):
             self.fail(f"{text!r} needs the form DIR:TAG, e.g. ~/weights:weights", param, ctx)
         if not check_tag(tag):
             self.fail(f"tag {tag!r} in {text!r} must be letters, digits, '.', '_' or '-'", param, ctx)
-        return CaptureSpec(os.path.abspath(os.path.expanduser(path)), tag)
+        return CaptureSpec.parse(path, tag)
 
 
 class _RefType(click.ParamType):

@@ -1,8 +1,11 @@
 """One run of a training script: the request, its inputs, the child process, the captures.
 
-``request`` holds what was asked, ``execute`` carries it out (inputs, child, final capture,
-record), ``capturer`` snapshots continuous artifacts in the background, ``child`` runs the
-script with output tee and signal forwarding, ``environment`` gathers facts for the record.
+``request`` holds what was asked (JSON-ready, to travel between machines); ``prepare`` checks
+it, snapshots the inputs, resolves the reuses and writes the first record; ``execute``
+materialises the reuses, runs the script and finishes the record (``run`` is both, here).
+``capturer`` snapshots continuous artifacts in the background, ``child`` runs the script with
+output tee, ``signals`` passes stop signals to it and guards the final capture, and
+``environment`` gathers facts for the record.
 """
 
 __all__: list[str] = []

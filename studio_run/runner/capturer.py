@@ -9,6 +9,7 @@ script keeps the cores it needs.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import nullcontext
@@ -23,6 +24,30 @@ from ..store.store import Store
 
 __all__ = ["Capturer", "Target"]
 
+_NAMED = 3  # paths named in one reason; the rest are counted
+
+
+def _missed(result: SnapshotResult, target_path: str) -> tuple[list[str], list[str]]:
+    """Why a snapshot does not hold everything (one line per kind of problem), and the symlinks
+    it left out on purpose (to a folder outside, or dangling): those are named, not missing."""
+    root = target_path if os.path.isdir(target_path) else os.path.dirname(target_path)
+    links = tuple(p for p in result.skipped if os.path.islink(os.path.join(root, p)))
+    lost = tuple(p for p in result.skipped if p not in links)
+    reasons = []
+    if lost:
+        reasons.append(f"{_count(lost)} not captured (unreadable or vanished): {_names(lost)}")
+    if result.unstable:
+        reasons.append(f"{_count(result.unstable)} kept changing, previous version kept: {_names(result.unstable)}")
+    return reasons, list(links)
+
+
+def _count(paths: tuple[str, ...]) -> str:
+    return f"{len(paths)} file" + ("s" if len(paths) != 1 else "")
+
+
+def _names(paths: tuple[str, ...]) -> str:
+    shown = ", ".join(repr(p) for p in paths[:_NAMED])
+    return shown + (f" and {len(paths) - _NAMED} more" if len(paths) > _NAMED else "")
 
 
 class Target:
@@ -49,6 +74,8 @@ class Capturer:
         self.stat_cache = stat_cache
         self.errors: list[str] = []
         self.unstable: set[str] = set()
+        self.problems: dict[str, list[str]] = {}  # per tag, what its latest capture missed
+        self.links_skipped: set[str] = set()  # symlinks not followed (outside folders, dangling)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
@@ -61,20 +88,18 @@ class Capturer:
         progress: Optional[Callable[[int], None]] = None,
         publish: bool = True,
     ) -> list[SnapshotResult]:
-        """Snapshot each target; publish the record if any artifact changed. Errors are kept, not raised."""
+        """Snapshot each target; publish the record if any artifact changed.
+
+        Errors are kept, not raised: a capture that fails (a full disk, a file-size limit, a
+        damaged cache) must not end the run or the captures of the other targets. What each
+        target's latest capture missed is in ``problems`` (one short line per reason).
+        """
         results = []
         changed = False
         with self._lock:
             for target in targets:
-                guard: ContextManager[object] = target.lock if target.lock is not None else nullcontext()
-                try:
-                    with guard:
-                        result = snapshot(
-                            target.path, self.store.local_repo, self.stat_cache, ignore=target.ignore,
-                            previous=target.manifest, retries=retries, progress=progress, flush=False,
-                        )
-                except OSError as exc:
-                    self.errors.append(f"{target.tag}: {exc.strerror or exc} ({exc.filename or target.path})")
+                result = self._snapshot(target, retries, progress)
+                if result is None:
                     continue
                 results.append(result)
                 self.unstable.update(f"{target.tag}/{p}" for p in result.unstable)
@@ -93,10 +118,37 @@ class Capturer:
                         single_file=manifest.single_file,
                     )
                 target.manifest = result.manifest
-            self.store.local_repo.flush()  # objects and manifests durable before any record
+            try:
+                self.store.local_repo.flush()  # objects and manifests durable before any record
+            except OSError as exc:
+                changed = False  # never publish a record pointing at what may not be on disk
+                for target in targets:
+                    self.problems[target.tag] = [f"not made durable: {exc.strerror or exc}"]
             if changed and publish:
                 self.store.publish(self.record)
         return results
+
+    def _snapshot(
+        self, target: Target, retries: int, progress: Optional[Callable[[int], None]]
+    ) -> Optional[SnapshotResult]:
+        guard: ContextManager[object] = target.lock if target.lock is not None else nullcontext()
+        try:
+            with guard:
+                result = snapshot(
+                    target.path, self.store.local_repo, self.stat_cache, ignore=target.ignore,
+                    previous=target.manifest, retries=retries, progress=progress, flush=False,
+                )
+        except OSError as exc:
+            problem = f"capture failed: {exc.strerror or exc} ({exc.filename or target.path})"
+        except Exception as exc:  # noqa: BLE001 - e.g. sqlite's "disk is full": kept, never a lost run
+            problem = f"capture failed: {type(exc).__name__}: {exc}"
+        else:
+            self.problems[target.tag], links = _missed(result, target.path)
+            self.links_skipped.update(f"{target.tag}/{p}" for p in links)
+            return result
+        self.errors.append(f"{target.tag}: {problem.removeprefix('capture failed: ')}")
+        self.problems[target.tag] = [problem]
+        return None
 
     def publish(self, final: bool = False) -> None:
         """Write the record now (status changes)."""

@@ -4,25 +4,24 @@ Output: stdout and stderr go to the terminal live (each to its own stream) and t
 in arrival order; ``log_lock`` is held for each write so the capturer can snapshot the log
 between writes, never in the middle of one.
 
-Signals: a Ctrl-C at a terminal reaches the whole foreground process group, the script
-included, so studio does not send it again (a script would get two KeyboardInterrupts). A
-SIGINT sent to studio alone (not from its terminal) and SIGTERM/SIGHUP are forwarded. Either
-way studio keeps running to take the final capture, and the run is recorded as interrupted.
+Signals are handled by ``StopSignals`` (``signals.py``) for the whole run; while the script runs
+they reach it. The run counts as interrupted when a stop signal ended it: the script died of a
+signal, or exited non-zero after one arrived. A script that exited 0 completed, whatever
+arrived meanwhile or afterwards.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Optional
 
-__all__ = ["ChildResult", "run_child"]
+from .signals import STOP_SIGNALS, StopSignals
 
-_FORWARD = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+__all__ = ["ChildResult", "run_child"]
 
 
 @dataclass(frozen=True)
@@ -40,23 +39,13 @@ def run_child(
     env: dict[str, str],
     log_path: str,
     log_lock: threading.Lock,
+    signals: StopSignals,
 ) -> ChildResult:
     """Start ``command``, tee its output into ``log_path``, wait for it, return how it ended."""
-    received: list[int] = []
     with open(log_path, "ab", buffering=0) as log:
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None and proc.stderr is not None
-
-        def on_signal(signum: int, _frame: object) -> None:
-            received.append(signum)
-            if signum == signal.SIGINT and _terminal_sent_it():
-                return
-            try:
-                proc.send_signal(signum)
-            except ProcessLookupError:
-                pass
-
-        previous = _install(on_signal)
+        signals.attach(proc)
         tees = [
             threading.Thread(target=_tee, args=(proc.stdout, _stream(sys.stdout), log, log_lock), daemon=True),
             threading.Thread(target=_tee, args=(proc.stderr, _stream(sys.stderr), log, log_lock), daemon=True),
@@ -65,18 +54,20 @@ def run_child(
             tee.start()
         try:
             returncode = proc.wait()
-            for tee in tees:  # a grandchild holding the pipe open must not hang studio
-                tee.join(timeout=5)
         finally:
-            _restore(previous)
+            received = signals.detach()
+        for tee in tees:  # a grandchild holding the pipe open must not hang studio
+            tee.join(timeout=5)
+    return _outcome(returncode, received)
+
+
+def _outcome(returncode: int, received: list[int]) -> ChildResult:
     if returncode < 0:
         signum = -returncode
-        code = 128 + signum
-        interrupted = signum if signum in _FORWARD else (received[0] if received else None)
-    else:
-        code = returncode
-        interrupted = received[0] if received else None
-    return ChildResult(code, interrupted)
+        return ChildResult(128 + signum, signum if signum in STOP_SIGNALS else (received[0] if received else None))
+    if returncode == 0:
+        return ChildResult(0, None)  # the script completed; a signal it outlived did not interrupt it
+    return ChildResult(returncode, received[0] if received else None)
 
 
 def _tee(pipe: BinaryIO, terminal: Optional[BinaryIO], log: BinaryIO, lock: threading.Lock) -> None:
@@ -101,25 +92,3 @@ def _tee(pipe: BinaryIO, terminal: Optional[BinaryIO], log: BinaryIO, lock: thre
 
 def _stream(stream: object) -> Optional[BinaryIO]:
     return getattr(stream, "buffer", None)
-
-
-def _terminal_sent_it() -> bool:
-    """Whether we are the foreground process group of a terminal (so Ctrl-C hit the script too)."""
-    for stream in (sys.stdin, sys.stderr, sys.stdout):
-        try:
-            if stream is not None and stream.isatty():
-                return os.tcgetpgrp(stream.fileno()) == os.getpgrp()
-        except (OSError, ValueError):
-            continue
-    return False
-
-
-def _install(handler):  # type: ignore[no-untyped-def]
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {sig: signal.signal(sig, handler) for sig in _FORWARD}
-
-
-def _restore(previous) -> None:  # type: ignore[no-untyped-def]
-    for sig, old in previous.items():
-        signal.signal(sig, old)

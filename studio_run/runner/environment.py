@@ -9,18 +9,17 @@ and tokens before they reach a record that may be shared.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import threading
 from importlib import metadata
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from ..origin import current_origin
 from ..storage import redact_url
 
 __all__ = ["git_facts", "host_facts", "installed_packages"]
@@ -39,12 +38,14 @@ _TOKEN_MIN_LENGTH = 20  # longer "user names" are treated as tokens: dropping a 
 def host_facts() -> dict[str, str | None]:
     """Host, user, Python version and executable, and platform string of this process.
 
-    ``user`` is None when the account has no name (containers running a bare UID).
+    ``user`` is None when the account has no name (containers running a bare UID). Host, user
+    and Python come from ``origin.current_origin``, the one place that says who ran something.
     """
+    origin = current_origin()
     return {
-        "host": socket.gethostname(),
-        "user": _user(),
-        "python_version": platform.python_version(),
+        "host": origin.host,
+        "user": origin.user or None,
+        "python_version": origin.python,
         "python_executable": sys.executable or None,
         "platform": platform.platform(),
     }
@@ -115,13 +116,6 @@ def _from_folder_name(dist: metadata.Distribution) -> tuple[str | None, str | No
     if not sep or not name or not version or "-" in version:
         return None, None
     return name, version
-
-
-def _user() -> str | None:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - KeyError or OSError when the UID has no passwd entry
-        return None
 
 
 def _git_command(*args: str) -> list[str]:

@@ -1,18 +1,23 @@
 """What ``studio run`` was asked to do, as one value.
 
 The CLI builds it from flags; the runner checks and carries it out. It holds no click types and
-no open resources, so it can be handed between steps (and, later, between machines).
+no open resources, so it can be handed between steps and between machines: ``to_dict`` gives
+plain JSON (never pickle), ``from_dict`` reads it back. Capture paths travel both as typed and
+as resolved here, so a machine that executes the request can resolve them its own way
+(``RunRequest.resolved``).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional
 
-from ..refs import CaptureSpec, ReuseSpec
+from ..refs import ArtifactRef, CaptureSpec, ReuseSpec
 
 __all__ = ["RunRequest"]
+
+_FORMAT = 1  # bumped when a key changes meaning; from_dict refuses newer formats
 
 
 @dataclass(frozen=True)
@@ -27,3 +32,64 @@ class RunRequest:
     captures_once: tuple[CaptureSpec, ...] = ()
     reuses: tuple[ReuseSpec, ...] = ()
     cwd: str = field(default_factory=os.getcwd)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: only strings, lists, dicts and None."""
+        return {
+            "format": _FORMAT,
+            "script": self.script,
+            "args": list(self.args),
+            "module": self.module,
+            "experiment": self.experiment,
+            "captures": [_capture_to_dict(c) for c in self.captures],
+            "captures_once": [_capture_to_dict(c) for c in self.captures_once],
+            "reuses": [_reuse_to_dict(r) for r in self.reuses],
+            "cwd": self.cwd,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunRequest":
+        """Inverse of ``to_dict``; ValueError for a newer format or a missing key."""
+        if int(data.get("format", _FORMAT)) > _FORMAT:
+            raise ValueError(f"run request format {data['format']} is newer than this studio understands")
+        try:
+            return cls(
+                script=data["script"],
+                args=tuple(str(a) for a in data.get("args", ())),
+                module=data.get("module"),
+                experiment=data.get("experiment"),
+                captures=tuple(_capture_from_dict(c) for c in data.get("captures", ())),
+                captures_once=tuple(_capture_from_dict(c) for c in data.get("captures_once", ())),
+                reuses=tuple(_reuse_from_dict(r) for r in data.get("reuses", ())),
+                cwd=str(data["cwd"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a run request: {exc}") from None
+
+    def resolved(self, cwd: str) -> "RunRequest":
+        """This request run from ``cwd`` on this machine: capture paths resolved again as typed."""
+        return replace(
+            self,
+            cwd=cwd,
+            captures=tuple(c.resolved(cwd) for c in self.captures),
+            captures_once=tuple(c.resolved(cwd) for c in self.captures_once),
+        )
+
+
+def _capture_to_dict(spec: CaptureSpec) -> dict[str, str]:
+    return {"given": spec.given or spec.path, "path": spec.path, "tag": spec.tag}
+
+
+def _capture_from_dict(data: Mapping[str, Any]) -> CaptureSpec:
+    return CaptureSpec(str(data["path"]), str(data["tag"]), given=str(data.get("given") or data["path"]))
+
+
+def _reuse_to_dict(spec: ReuseSpec) -> dict[str, Optional[str]]:
+    ref = spec.ref
+    return {"experiment": ref.experiment, "tag": ref.tag, "version": ref.version, "alias": spec.alias}
+
+
+def _reuse_from_dict(data: Mapping[str, Any]) -> ReuseSpec:
+    version = data.get("version")
+    ref = ArtifactRef(str(data["experiment"]), str(data["tag"]), None if version is None else str(version))
+    return ReuseSpec(ref, str(data["alias"]))

@@ -22,9 +22,19 @@ from .store import Store
 __all__ = ["fetch_artifact", "resolve_artifact"]
 
 
-def resolve_artifact(store: Store, ref: ArtifactRef) -> tuple[RunRecord, ArtifactRecord]:
-    """The run and artifact record ``ref`` names; ``NotFoundError`` naming the known tags if absent."""
-    record = store.records.resolve(ref.experiment, ref.version)
+def resolve_artifact(
+    store: Store, ref: ArtifactRef, *, prefer_finished: bool = False
+) -> tuple[RunRecord, ArtifactRecord]:
+    """The run and artifact record ``ref`` names; ``NotFoundError`` naming the known tags if absent.
+
+    A pinned ref (``@N`` or a run id) names exactly that run, whatever its status. Unpinned, it
+    names the newest run; with ``prefer_finished`` (``--reuse``) the newest run that finished
+    and holds the tag complete instead, so a lost, failed, interrupted or still running run's
+    snapshot is taken only when no finished one has the tag.
+    """
+    record = _preferred(store, ref) if prefer_finished and ref.version is None else None
+    if record is None:
+        record = store.records.resolve(ref.experiment, ref.version)
     art = record.artifacts.get(ref.tag)
     if art is None or not art.digest:
         tags = ", ".join(sorted(t for t, a in record.artifacts.items() if a.digest)) or "none"
@@ -32,6 +42,22 @@ def resolve_artifact(store: Store, ref: ArtifactRef) -> tuple[RunRecord, Artifac
             f"experiment {ref.experiment!r} version {record.version} has no artifact {ref.tag!r}; its tags: {tags}"
         )
     return record, art
+
+
+def _preferred(store: Store, ref: ArtifactRef) -> Optional[RunRecord]:
+    """The newest run of ``ref.experiment`` that finished with ``ref.tag`` captured whole, or None."""
+    ids = store.records.run_ids(ref.experiment)
+    for version in range(len(ids), 0, -1):
+        try:
+            record = store.records.read(ref.experiment, ids[version - 1], version)
+        except (NotFoundError, ValueError, TypeError):  # deleted meanwhile, or a damaged record
+            continue
+        art = record.artifacts.get(ref.tag)
+        if art is None or not art.digest or art.incomplete:
+            continue
+        if record.status == "finished" or record.status == "incomplete":
+            return record
+    return None
 
 
 def fetch_artifact(

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional, TypeVar
 
 from ..errors import NotFoundError
+from ..origin import process_start_ticks
 from ..storage.base import Storage
 
 __all__ = [
@@ -112,6 +113,7 @@ class RunRecord:
     reuses: list[ReuseRecord] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
     pid: Optional[int] = None
+    pid_started: Optional[int] = None  # the runner's start time (/proc/PID/stat field 22): pids are reused
     version: int = 0  # derived from the run's position; not stored
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +139,7 @@ def effective_status(record: RunRecord, hostname: str) -> str:
 
     A runner killed with ``kill -9`` (or a machine that lost power) never writes its final
     status; its snapshots up to then are complete and usable, but the run is not running.
+    A pid the kernel has since given to another process is told apart by its start time.
     """
     if record.status != "running" or record.host != hostname or not record.pid:
         return record.status
@@ -146,6 +149,10 @@ def effective_status(record: RunRecord, hostname: str) -> str:
         return "lost"
     except PermissionError:
         pass
+    if record.pid_started is not None:
+        started = process_start_ticks(record.pid)
+        if started is not None and started != record.pid_started:
+            return "lost"  # the pid now belongs to another process
     return record.status
 
 

@@ -31,6 +31,7 @@ from dataclasses import replace
 from typing import Optional, Sequence, Union
 
 from ..errors import UploadError, UsageError
+from ..origin import current_origin
 from .destination import Destination
 from .staging import rank
 from .uploader import Uploader
@@ -241,16 +242,9 @@ def _store_destination(config, experiment: str, run_id: str, proc_dir: str, unde
 
 
 def _new_record(experiment: str, run_id: str):  # type: ignore[no-untyped-def]
-    import getpass
-    import platform
-    import socket
-
     from ..store.records import RunRecord
 
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = ""
+    origin = current_origin()
     script = sys.argv[0] if sys.argv and sys.argv[0] else ""
     return RunRecord(
         experiment=experiment,
@@ -258,7 +252,7 @@ def _new_record(experiment: str, run_id: str):  # type: ignore[no-untyped-def]
         started_at=time.time(),
         command=["python"] + list(sys.argv),
         script=os.path.basename(script),
-        host=socket.gethostname(),
-        user=user,
-        python=platform.python_version(),
+        host=origin.host,
+        user=origin.user,
+        python=origin.python,
     )
