@@ -13,16 +13,29 @@ from .params import ARTIFACT_REF
 __all__ = ["delete", "get", "list_", "show"]
 
 
+def _skipped(damaged: list[str]) -> None:
+    """One warning naming the records that could not be read (the rest was shown)."""
+    from .. import console
+
+    if damaged:
+        names = ", ".join(damaged[:5]) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+        console.warn(f"skipped {len(damaged)} damaged run record{'s' if len(damaged) > 1 else ''}: {names} "
+                     "(move them out of the store, or restore them from a copy)")
+
+
 @click.command("list")
-@click.option("-n", "--limit", default=50, show_default=True, help="Show this many newest runs.")
+@click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Show this many newest runs.")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show every run.")
 @click.pass_context
 def list_(ctx: click.Context, limit: int, show_all: bool) -> None:
     """List runs, newest first."""
     from .tables import print_runs
 
-    store = open_store(ctx)
-    print_runs(store.records.latest(None if show_all else limit), store.url)
+    store = open_store(ctx, read_only=True)
+    damaged: list[str] = []
+    print_runs(store.records.latest(None if show_all else limit, damaged), store.url)
+    _skipped(damaged)
 
 
 @click.command()
@@ -35,10 +48,19 @@ def show(ctx: click.Context, experiment: str, version: Optional[str]) -> None:
 
     if "@" in experiment and version is None:
         experiment, version = experiment.split("@", 1)
-    store = open_store(ctx)
+    from .. import console
+    from ..store.records import DamagedRecordError
+
+    store = open_store(ctx, read_only=True)
     record = store.records.resolve(experiment, version)
-    env = store.records.read_environment(record.experiment, record.run_id)
-    print_experiment(record, store.records.runs(experiment), env)
+    try:
+        env = store.records.read_environment(record.experiment, record.run_id)
+    except DamagedRecordError as exc:
+        console.warn(f"{exc}; the record itself is shown")
+        env = {}
+    damaged: list[str] = []
+    print_experiment(record, store.records.runs(experiment, damaged), env)
+    _skipped(damaged)
 
 
 @click.command()
@@ -50,7 +72,7 @@ def get(ctx: click.Context, ref: ArtifactRef, dest: str) -> None:
     from .. import console
     from ..store.artifacts import fetch_artifact
 
-    store = open_store(ctx)
+    store = open_store(ctx, read_only=True)
     with console.progress(f"fetching {ref}") as advance:
         path = fetch_artifact(store, ref, dest, advance)
     console.info(f"{ref} -> {path}")

@@ -10,6 +10,7 @@ import time
 from typing import Any, Optional
 
 from ..console import format_size
+from ..redact import redact_args
 from ..store.records import RunRecord, effective_status
 
 __all__ = ["print_experiment", "print_runs"]
@@ -60,7 +61,7 @@ def print_experiment(record: RunRecord, runs: list[RunRecord], env: dict[str, An
     console.print(f"[bold]{record.experiment}[/bold] version {record.version} - run {record.run_id}")
     console.print(f"  status   {effective_status(record, _HOST)}{code}")
     console.print(f"  started  {_when(record.started_at)}   ended {_when(record.ended_at)}   took {_duration(record)}")
-    console.print(f"  command  {' '.join(record.command)}")
+    console.print(f"  command  {' '.join(redact_args(record.command))}")
     console.print(f"  host     {record.user}@{record.host}   python {record.python}")
     if record.git_commit:
         dirty = " (dirty: diff recorded)" if record.git_dirty else ""
