@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from .errors import ConfigError
 
-__all__ = ["CREDENTIALS_HINT", "STUDIO_KEYS", "STUDIOML_KEYS", "StudioMLKeys", "storage_options",
+__all__ = ["CREDENTIALS_HINT", "STUDIOML_KEYS", "STUDIO_KEYS", "StudioMLKeys", "storage_options",
            "translate_studioml"]
 
 STUDIO_KEYS = frozenset({
