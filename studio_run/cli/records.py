@@ -65,16 +65,21 @@ def show(ctx: click.Context, experiment: str, version: Optional[str]) -> None:
 
 @click.command()
 @click.argument("ref", type=ARTIFACT_REF)
-@click.argument("dest", type=click.Path())
+@click.argument("dest")
+@click.option("-f", "--force", is_flag=True, help="Merge into a DEST folder that is not empty.")
 @click.pass_context
-def get(ctx: click.Context, ref: ArtifactRef, dest: str) -> None:
-    """Write artifact EXP/TAG[@VERSION] to DEST (a folder, or a file for a one-file artifact)."""
+def get(ctx: click.Context, ref: ArtifactRef, dest: str, force: bool) -> None:
+    """Write artifact EXP/TAG[@VERSION] to DEST (a folder, or a file for a one-file artifact).
+
+    DEST must be new or an empty folder (--force merges into a full one); links, devices and
+    FIFOs at DEST are refused, never replaced or written through.
+    """
     from .. import console
     from ..store.artifacts import fetch_artifact
 
     store = open_store(ctx, read_only=True)
     with console.progress(f"fetching {ref}") as advance:
-        path = fetch_artifact(store, ref, dest, advance)
+        path = fetch_artifact(store, ref, dest, advance, force=force)
     console.info(f"{ref} -> {path}")
 
 
