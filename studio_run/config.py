@@ -22,7 +22,7 @@ from typing import Any, Mapping, Optional
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .studioml_keys import STUDIO_KEYS, storage_options, translate_studioml
+from .studioml_keys import STUDIO_KEYS, STUDIOML_KEYS, storage_options, translate_studioml
 
 __all__ = ["Config", "load_config", "parse_duration", "parse_size", "resolve_store", "studio_home"]
 
@@ -152,7 +152,7 @@ def load_config(
     studioml = translate_studioml(data, path)
     unknown = sorted(set(data) - STUDIO_KEYS - studioml.accepted)
     if unknown:
-        raise ConfigError(_unknown(path, "key", unknown[0], STUDIO_KEYS | studioml.accepted))
+        raise ConfigError(_unknown(path, "key", unknown[0], STUDIO_KEYS, STUDIO_KEYS | STUDIOML_KEYS))
     url, options = _store_from(data, home, path)
     options.update(_store_options(data.get("store_options"), path))
     url = resolve_store(url, base, f"{path}: store", env)
@@ -190,8 +190,9 @@ def load_config(
     )
 
 
-def _unknown(path: str, what: str, name: str, known: frozenset[str] | set[str]) -> str:
-    close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=0.6)
+def _unknown(path: str, what: str, name: str, known: frozenset[str], near: frozenset[str] = frozenset()) -> str:
+    """"unknown key 'x'; did you mean 'y'?" (``near``: every name to suggest from, default ``known``)."""
+    close = difflib.get_close_matches(str(name), sorted(near or known), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return f"{path}: unknown {what} {name!r}; {hint}known {what}s: {', '.join(sorted(known))}"
 
