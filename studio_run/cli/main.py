@@ -14,6 +14,7 @@ from typing import Optional
 import click
 
 from ..errors import StudioError
+from .browse import logs, ls
 from .maintenance import cache, gc, sync
 from .records import delete, get, list_, show
 from .run import run
@@ -36,6 +37,8 @@ cli.add_command(run)
 cli.add_command(list_)
 cli.add_command(show)
 cli.add_command(get)
+cli.add_command(ls)
+cli.add_command(logs)
 cli.add_command(delete)
 cli.add_command(gc)
 cli.add_command(sync)

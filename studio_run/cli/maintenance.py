@@ -65,15 +65,26 @@ def cache() -> None:
 
 
 @cache.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Print path, entries and bytes as JSON.")
 @click.pass_context
-def cache_info(ctx: click.Context) -> None:
+def cache_info(ctx: click.Context, as_json: bool) -> None:
     """Show where the cache is and how much it holds."""
+    import json
+    import shutil
+    import sys
+
     from .. import console
     from ..snapshots.blobcache import BlobCache
 
     config = config_of(ctx)
     stats = BlobCache(config.blobcache).stats()
-    click.echo(f"{config.blobcache}: {stats.entries} entries, {console.format_size(stats.size)}")
+    if as_json:
+        click.echo(json.dumps({"path": config.blobcache, "entries": stats.entries, "bytes": stats.size}))
+        return
+    line = f"{config.blobcache}: {stats.entries} entries, {console.format_size(stats.size)}"
+    if sys.stdout.isatty() and len(line) > shutil.get_terminal_size((80, 24)).columns:
+        line = f"{config.blobcache}:\n  {stats.entries} entries, {console.format_size(stats.size)}"
+    click.echo(line)
 
 
 @cache.command("clean")

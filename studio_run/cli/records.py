@@ -27,24 +27,40 @@ def _skipped(damaged: list[str]) -> None:
 @click.option("-n", "--limit", default=50, show_default=True, type=click.IntRange(min=1),
               help="Show this many newest runs.")
 @click.option("-a", "--all", "show_all", is_flag=True, help="Show every run.")
+@click.option("--wide", is_flag=True, help="Show every column, however wide the table gets.")
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON (for scripts).")
+@click.argument("experiment", required=False)
 @click.pass_context
-def list_(ctx: click.Context, limit: int, show_all: bool) -> None:
-    """List runs, newest first."""
-    from .tables import print_runs
+def list_(ctx: click.Context, limit: int, show_all: bool, wide: bool, as_json: bool,
+          experiment: Optional[str]) -> None:
+    """List runs (of EXPERIMENT only, when given), newest first.
+
+    On a terminal the table fits its width; piped, rows are tab-separated.
+    """
+    from .tables import Output, print_runs
 
     store = open_store(ctx, read_only=True)
     damaged: list[str] = []
-    print_runs(store.records.latest(None if show_all else limit, damaged), store.url)
+    if experiment is None:
+        records = store.records.latest(None if show_all else limit, damaged)
+    else:
+        records = store.records.runs(experiment, damaged)[::-1]
+        if not records and not damaged:
+            store.records.resolve(experiment)  # names the known experiments
+        records = records if show_all else records[:limit]
+    print_runs(records, store.url, Output.detect(as_json, wide))
     _skipped(damaged)
 
 
 @click.command()
 @click.argument("experiment")
 @click.option("-v", "--version", "version", metavar="VERSION", help="A version number or run id (default newest).")
+@click.option("--wide", is_flag=True, help="Show every column and whole lines, however wide.")
+@click.option("--json", "as_json", is_flag=True, help="Print the record and versions as JSON (for scripts).")
 @click.pass_context
-def show(ctx: click.Context, experiment: str, version: Optional[str]) -> None:
+def show(ctx: click.Context, experiment: str, version: Optional[str], wide: bool, as_json: bool) -> None:
     """Show an experiment's record, artifacts, lineage and versions."""
-    from .tables import print_experiment
+    from .tables import Output, print_experiment
 
     if "@" in experiment and version is None:
         experiment, version = experiment.split("@", 1)
@@ -59,7 +75,7 @@ def show(ctx: click.Context, experiment: str, version: Optional[str]) -> None:
         console.warn(f"{exc}; the record itself is shown")
         env = {}
     damaged: list[str] = []
-    print_experiment(record, store.records.runs(experiment, damaged), env)
+    print_experiment(record, store.records.runs(experiment, damaged), env, Output.detect(as_json, wide))
     _skipped(damaged)
 
 
@@ -72,12 +88,24 @@ def get(ctx: click.Context, ref: ArtifactRef, dest: str, force: bool) -> None:
     """Write artifact EXP/TAG[@VERSION] to DEST (a folder, or a file for a one-file artifact).
 
     DEST must be new or an empty folder (--force merges into a full one); links, devices and
-    FIFOs at DEST are refused, never replaced or written through.
+    FIFOs at DEST are refused, never replaced or written through. DEST `-` writes a tar
+    stream to stdout (`studio get exp/model - | tar -x -C somewhere`).
     """
+    import sys
+
     from .. import console
+    from ..errors import UsageError
     from ..store.artifacts import fetch_artifact
+    from ..store.browse import write_tar
 
     store = open_store(ctx, read_only=True)
+    if dest == "-":
+        if sys.stdout.isatty():
+            raise UsageError("DEST - writes a tar stream, and stdout is a terminal; pipe it (| tar -x) or redirect it")
+        count = write_tar(store, ref, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        console.info(f"{ref} -> stdout ({count} entries, tar)")
+        return
     with console.progress(f"fetching {ref}") as advance:
         path = fetch_artifact(store, ref, dest, advance, force=force)
     console.info(f"{ref} -> {path}")

@@ -15,6 +15,14 @@ __all__ = ["run"]
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+def _no_sweeps_yet(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    """StudioML's ``-hp``/``--hyperparam``: answered with a pointer instead of "No such option"."""
+    if value:
+        raise click.UsageError(
+            "hyper-parameter sweeps (-hp/--hyperparam) come with the job queue; until then run one "
+            "`studio run` per value, e.g. for lr in 0.1 0.01; do studio run train.py --lr $lr; done", ctx)
+
+
 @click.command(context_settings=dict(_SETTINGS, allow_interspersed_args=False, ignore_unknown_options=False))
 @click.option("-c", "--capture", multiple=True, type=CAPTURE, help="Snapshot DIR periodically and at the end.")
 @click.option("-co", "--capture-once", "capture_once", multiple=True, type=CAPTURE,
@@ -25,6 +33,8 @@ _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("-m", "module", is_flag=True, help="Run SCRIPT as a module, like python -m.")
 @click.option("--store", metavar="URL", help="Store URL for this run.")
 @click.option("--capture-interval", metavar="DURATION", help="Override capture_interval (e.g. 10s, 2m).")
+@click.option("-hp", "--hyperparam", "hyperparam", multiple=True, hidden=True, expose_value=False,
+              callback=_no_sweeps_yet)
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
