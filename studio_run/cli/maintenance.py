@@ -42,7 +42,7 @@ def sync(ctx: click.Context) -> None:
     from ..errors import UploadError
     from ..store.sync import describe_broken
 
-    store = open_store(ctx, catch_up=False)
+    store = open_store(ctx, catch_up=False, read_only=True)
     if not store.is_remote:
         console.info(f"{store.url} is on this machine: nothing to upload")
         return

@@ -118,5 +118,5 @@ def delete(ctx: click.Context, experiment: str) -> None:
     """Delete an experiment's records; `studio gc` then frees content nothing else uses."""
     from .. import console
 
-    removed = open_store(ctx).records.delete_experiment(experiment)
+    removed = open_store(ctx, read_only=True).records.delete_experiment(experiment)
     console.info(f"deleted {experiment} ({removed} runs); run `studio gc` to free unreferenced content")

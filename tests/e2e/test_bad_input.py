@@ -162,7 +162,8 @@ def test_an_old_record_with_a_secret_is_redacted_on_display(home):
 
 
 @pytest.mark.parametrize("args", [["list"], ["show", "x"], ["get", "x/y", "d"], ["cache", "info"],
-                                  ["gc", "--dry-run"]])
+                                  ["gc", "--dry-run"], ["delete", "x"], ["sync"], ["ls", "x/y"], ["logs", "x"],
+                                  ["list", "x"]])
 def test_read_only_commands_create_no_store(tmp_path, args):
     home = str(tmp_path)
     done = studio(*args, home=home)
