@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import pytest
 
 from studio_run.config import load_config, parse_duration, parse_size
@@ -76,3 +79,74 @@ def test_bad_config_is_one_clear_error(tmp_path, yaml_text, message):
 def test_missing_explicit_config_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(str(tmp_path / "nope.yaml"), env={"STUDIOML_HOME": str(tmp_path)})
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("fsync: maybe", "fsync must be true or false, not 'maybe'"),
+        ("fsync: 1", "fsync must be true or false"),
+        ("capture_interval: [1]", "not a duration"),
+        ("capture_interval: {a: 1}", "not a duration"),
+        ("upload_wait: true", "not a duration"),
+        ("upload_queue_size: [1]", "not a size"),
+        ("upload_policy: [block]", "upload_policy must be"),
+        ("store: [1, 2]", "store must be a path or URL"),
+        ("blobcache: {a: 1}", "blobcache must be a folder path"),
+        ("store_options: {endpiont: 'http://x'}", "unknown store option 'endpiont'; did you mean 'endpoint'?"),
+        ("store_options: [endpoint]", "store_options must be a mapping"),
+        ("store_options: {endpoint: [1]}", "must be a single value"),
+        ("store_options: {password: hunter2}", "is a credential"),
+        ("store: file://relative/path", "names host 'relative'"),
+        ("store: file://host.example/srv/store", "names host 'host.example'"),
+        ("store: 'file://'", "has no absolute path"),
+        ("store: ~nosuchuser-studio/store", "no user named 'nosuchuser-studio'"),
+        ("blobcache: ~nosuchuser-studio/cache", "no user named 'nosuchuser-studio'"),
+    ],
+)
+def test_wrongly_typed_values_are_one_clear_error(tmp_path, yaml_text, message):
+    (tmp_path / "config.yaml").write_text(yaml_text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(env={"STUDIOML_HOME": str(tmp_path)})
+
+
+def test_a_config_path_that_is_a_folder_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(str(tmp_path), env={"STUDIOML_HOME": str(tmp_path)})
+    (tmp_path / "home" / "config.yaml").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(env={"STUDIOML_HOME": str(tmp_path / "home")})
+
+
+def test_relative_paths_are_taken_from_the_config_files_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "studio.yaml").write_text("store: ./runs/store\nblobcache: cache\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(str(folder / "studio.yaml"), env={"STUDIOML_HOME": str(tmp_path)})
+    assert config.store == str(folder / "runs" / "store") and config.blobcache == str(folder / "cache")
+    (folder / "studio.yaml").write_text("storage: {type: local, path: here}\n")
+    assert load_config(str(folder / "studio.yaml"), env={"STUDIOML_HOME": str(tmp_path)}).store == str(folder / "here")
+
+
+def test_store_urls_from_flag_and_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {"STUDIOML_HOME": str(tmp_path)}
+    assert load_config(env=env, store="rel").store == str(tmp_path / "rel")  # a flag: resolved now, once
+    assert load_config(env=env, store="file://localhost/abs/x").store == "file:///abs/x"
+    assert load_config(env=env, store="file:///abs/x").store == "file:///abs/x"
+    with pytest.raises(ConfigError, match="STUDIO_STORE 'rel' is a relative path"):
+        load_config(env=dict(env, STUDIO_STORE="rel"))
+    with pytest.raises(ConfigError, match="names host 'box'"):
+        load_config(env=env, store="file://box/srv")
+
+
+def test_tilde_and_home_of_a_user(tmp_path):
+    import pwd
+
+    me = pwd.getpwuid(os.getuid())
+    (tmp_path / "config.yaml").write_text(f"store: ~{me.pw_name}/s\nblobcache: ~/c\n")
+    config = load_config(env={"STUDIOML_HOME": str(tmp_path), "HOME": str(tmp_path / "h")})
+    assert config.store == os.path.join(me.pw_dir, "s") and config.blobcache == str(tmp_path / "h" / "c")

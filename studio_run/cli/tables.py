@@ -1,24 +1,112 @@
-"""How records look on a terminal: rich tables for ``studio list`` and ``studio show``.
+"""How records look: aligned tables on a terminal, tab-separated lines in a pipe, JSON on request.
 
 Kept apart from the CLI so the commands stay wiring and the layout can be read in one place.
+On a terminal a table fits its width (80 columns included) without ever wrapping inside a
+cell: the least useful columns are shortened or dropped first, long cells end in ``…``, and
+``--wide`` shows everything. When stdout is not a terminal, every column is printed in full,
+tab-separated, one row a line; ``--json`` gives the records themselves.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
+import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..console import format_size
+from ..redact import redact_args
 from ..store.records import RunRecord, effective_status
 
-__all__ = ["print_experiment", "print_runs"]
+__all__ = ["Column", "Output", "emit_table", "fit_table", "print_experiment", "print_runs", "run_json"]
 
 _HOST = socket.gethostname()
+_ELLIPSIS = "…"
 
 
-def _when(ts: Optional[float]) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+@dataclass(frozen=True)
+class Output:
+    """How to print: ``json``, ``tsv`` (not a terminal) or ``table`` at ``width`` (``wide``: all)."""
+
+    mode: str = "table"
+    width: int = 80
+    wide: bool = False
+
+    @classmethod
+    def detect(cls, as_json: bool = False, wide: bool = False) -> "Output":
+        """JSON when asked, tab-separated when stdout is not a terminal, else a table at its width."""
+        if as_json:
+            return cls("json")
+        if not sys.stdout.isatty():
+            return cls("tsv")
+        return cls("table", shutil.get_terminal_size((80, 24)).columns, wide)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A table column: ``drop`` orders which go first when space is short (0: never dropped),
+    ``shrink`` columns may be cut down to ``least`` characters."""
+
+    name: str
+    drop: int = 0
+    shrink: bool = False
+    least: int = 8
+    right: bool = False
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(width - 1, 0)] + _ELLIPSIS
+
+
+def fit_table(columns: list[Column], rows: list[list[str]], width: int, wide: bool = False) -> list[str]:
+    """Lines of an aligned table no wider than ``width`` (unless ``wide``): drop columns by their
+    ``drop`` rank, then shrink the shrinkable ones; a cell never wraps."""
+    keep = list(range(len(columns)))
+    natural = [max([len(columns[i].name)] + [len(r[i]) for r in rows]) for i in keep]
+    widths = list(natural)
+
+    def total() -> int:
+        return sum(widths[i] for i in keep) + 2 * (len(keep) - 1)
+
+    if not wide:
+        for rank in sorted({c.drop for c in columns if c.drop}):
+            if total() <= width:
+                break
+            keep = [i for i in keep if columns[i].drop != rank]
+        over = total() - width
+        while over > 0:  # take from the widest shrinkable column, so long cells share the cut
+            able = [i for i in keep if columns[i].shrink and widths[i] > columns[i].least]
+            if not able:
+                break
+            widest = max(able, key=lambda i: widths[i])
+            widths[widest] -= 1
+            over -= 1
+    lines = []
+    for cells in [[c.name for c in columns]] + rows:
+        parts = []
+        for i in keep:
+            text = _cut(cells[i], widths[i])
+            parts.append(text.rjust(widths[i]) if columns[i].right else text.ljust(widths[i]))
+        lines.append("  ".join(parts).rstrip())
+    return lines
+
+
+def emit_table(out: Output, columns: list[Column], rows: list[list[str]]) -> None:
+    """Print rows as ``out`` says: tab-separated in full, or a table fitted to the width."""
+    if out.mode == "tsv":
+        for cells in [[c.name for c in columns]] + rows:
+            print("\t".join(cell.replace("\t", " ").replace("\n", " ") for cell in cells))
+    else:
+        print("\n".join(fit_table(columns, rows, out.width, out.wide)))
+
+
+def _when(ts: Optional[float], short: bool = False) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def _duration(record: RunRecord) -> str:
@@ -28,65 +116,77 @@ def _duration(record: RunRecord) -> str:
     return f"{seconds:.1f}s" if seconds < 120 else f"{seconds / 60:.1f}m"
 
 
-def _console():  # type: ignore[no-untyped-def]
-    from rich.console import Console
-
-    return Console()
+def _tags(record: RunRecord) -> str:
+    return ", ".join(sorted(t for t, a in record.artifacts.items() if a.digest))
 
 
-def print_runs(records: list[RunRecord], store_url: str) -> None:
+def run_json(record: RunRecord) -> dict[str, Any]:
+    """A record as ``--json`` shows it: its stored form, version and shown status, command redacted."""
+    data = record.to_dict()
+    data.update(version=record.version, status=effective_status(record, _HOST), command=redact_args(record.command))
+    return data
+
+
+_RUN_COLUMNS = [Column("experiment", shrink=True, least=10), Column("version", right=True), Column("status"),
+                Column("exit", drop=2, right=True), Column("started", shrink=True, least=11),
+                Column("duration", drop=1, right=True), Column("artifacts", shrink=True, least=9)]
+
+
+def print_runs(records: list[RunRecord], store_url: str, out: Output = Output("tsv")) -> None:
     """One row per run, newest first."""
-    from rich.table import Table
-
-    table = Table(title=f"runs in {store_url}", title_justify="left")
-    for column in ("experiment", "version", "status", "exit", "started", "duration", "artifacts"):
-        table.add_column(column, no_wrap=column != "artifacts")
-    for r in records:
-        tags = ", ".join(sorted(t for t, a in r.artifacts.items() if a.digest))
-        exit_code = "" if r.exit_code is None else str(r.exit_code)
-        table.add_row(r.experiment, str(r.version), effective_status(r, _HOST), exit_code, _when(r.started_at), _duration(r), tags)
+    if out.mode == "json":
+        print(json.dumps([run_json(r) for r in records], indent=2))
+        return
     if not records:
         print(f"no runs in {store_url} yet; start one with `studio run SCRIPT`")
         return
-    _console().print(table)
+    short = out.mode == "table" and not out.wide and out.width < 100
+    rows = [[r.experiment, str(r.version), effective_status(r, _HOST), "" if r.exit_code is None else str(r.exit_code),
+             _when(r.started_at, short), _duration(r), _tags(r)] for r in records]
+    if out.mode == "table":
+        print(_cut(f"runs in {store_url}", out.width) if not out.wide else f"runs in {store_url}")
+    emit_table(out, _RUN_COLUMNS, rows)
 
 
-def print_experiment(record: RunRecord, runs: list[RunRecord], env: dict[str, Any]) -> None:
+def print_experiment(record: RunRecord, runs: list[RunRecord], env: dict[str, Any],
+                     out: Output = Output("tsv")) -> None:
     """The chosen run's record, its artifacts and lineage, and every version of the experiment."""
-    from rich.table import Table
+    if out.mode == "json":
+        print(json.dumps({"run": run_json(record), "versions": [run_json(r) for r in runs],
+                          "packages": len(env.get("packages") or [])}, indent=2))
+        return
+    fit = out.mode == "table" and not out.wide
 
-    console = _console()
+    def line(text: str) -> None:
+        print(_cut(text, out.width) if fit else text)
+
     code = "" if record.exit_code is None else f" (exit code {record.exit_code})"
-    console.print(f"[bold]{record.experiment}[/bold] version {record.version} - run {record.run_id}")
-    console.print(f"  status   {effective_status(record, _HOST)}{code}")
-    console.print(f"  started  {_when(record.started_at)}   ended {_when(record.ended_at)}   took {_duration(record)}")
-    console.print(f"  command  {' '.join(record.command)}")
-    console.print(f"  host     {record.user}@{record.host}   python {record.python}")
+    line(f"{record.experiment} version {record.version} - run {record.run_id}")
+    line(f"  status   {effective_status(record, _HOST)}{code}")
+    line(f"  started  {_when(record.started_at)}   ended {_when(record.ended_at)}   took {_duration(record)}")
+    line(f"  command  {' '.join(redact_args(record.command))}")
+    line(f"  host     {record.user}@{record.host}   python {record.python}")
     if record.git_commit:
         dirty = " (dirty: diff recorded)" if record.git_dirty else ""
-        console.print(f"  git      {record.git_commit}{dirty}")
+        line(f"  git      {record.git_commit}{dirty}")
     packages = env.get("packages") or []
     if packages:
-        console.print(f"  packages {len(packages)} recorded")
-
-    table = Table(title="artifacts", title_justify="left")
-    for column in ("tag", "kind", "files", "size", "snapshots", "digest"):
-        table.add_column(column)
+        line(f"  packages {len(packages)} recorded")
     for tag, art in sorted(record.artifacts.items()):
-        table.add_row(tag, art.kind, str(art.files), format_size(art.size), str(art.snapshots), art.digest[:16])
-    console.print(table)
+        for reason in art.incomplete:
+            line(f"  incomplete {tag}: {reason}")
+
+    print("\nartifacts")
+    emit_table(out, [Column("tag", shrink=True, least=8), Column("kind", drop=2), Column("files", right=True),
+                Column("size", right=True), Column("snapshots", drop=1, right=True), Column("digest", drop=3)],
+          [[tag, art.kind, str(art.files), format_size(art.size), str(art.snapshots), art.digest[:16]]
+           for tag, art in sorted(record.artifacts.items())])
     if record.reuses:
-        lineage = Table(title="reused (lineage)", title_justify="left")
-        for column in ("alias", "from", "run", "digest"):
-            lineage.add_column(column)
-        for reuse in record.reuses:
-            lineage.add_row(reuse.alias, f"{reuse.experiment}/{reuse.tag}@{reuse.version}", reuse.run_id,
-                            reuse.digest[:16])
-        console.print(lineage)
-    versions = Table(title="versions", title_justify="left")
-    for column in ("version", "run", "status", "started", "artifacts"):
-        versions.add_column(column)
-    for r in runs:
-        tags = ", ".join(sorted(t for t, a in r.artifacts.items() if a.digest))
-        versions.add_row(str(r.version), r.run_id, effective_status(r, _HOST), _when(r.started_at), tags)
-    console.print(versions)
+        print("\nreused (lineage)")
+        emit_table(out, [Column("alias"), Column("from", shrink=True, least=12), Column("run", drop=1),
+                    Column("digest", drop=2)],
+              [[r.alias, f"{r.experiment}/{r.tag}@{r.version}", r.run_id, r.digest[:16]] for r in record.reuses])
+    print("\nversions")
+    emit_table(out, [Column("version", right=True), Column("run", drop=1), Column("status"),
+                Column("started", shrink=True, least=11), Column("artifacts", shrink=True, least=9)],
+          [[str(r.version), r.run_id, effective_status(r, _HOST), _when(r.started_at), _tags(r)] for r in runs])

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
-import tempfile
 from typing import Callable, Optional
 
 from ..errors import NotFoundError
 from ..objects.manifest import LINK, Manifest
 from ..refs import ArtifactRef
 from ..snapshots.restore import materialize
+from .placing import check_dest, place_file, place_folder, staging_folder
 from .records import ArtifactRecord, RunRecord
 from .store import Store
 
@@ -61,36 +61,51 @@ def _preferred(store: Store, ref: ArtifactRef) -> Optional[RunRecord]:
 
 
 def fetch_artifact(
-    store: Store, ref: ArtifactRef, dest: str, progress: Optional[Callable[[int], None]] = None
+    store: Store,
+    ref: ArtifactRef,
+    dest: str,
+    progress: Optional[Callable[[int], None]] = None,
+    force: bool = False,
 ) -> str:
-    """Write the artifact to ``dest`` and return the path written.
+    """Write the artifact to ``dest`` and return the path written (rules: ``placing``).
 
-    A folder artifact fills ``dest`` (created if missing). A single-file artifact becomes
-    ``dest`` itself, or ``dest/<name>`` when ``dest`` is an existing folder.
+    A folder artifact fills ``dest`` (created if missing; an existing folder must be empty
+    unless ``force``). A single-file artifact becomes ``dest`` itself, or ``dest/<name>`` when
+    ``dest`` is an existing folder. Nothing appears at ``dest`` before every byte is verified.
     """
     _record, art = resolve_artifact(store, ref)
     manifest = store.repo.get_manifest(art.digest)
-    dest = os.path.abspath(os.path.expanduser(dest))
-    if ref.path:
-        return _fetch_one(store, ref, manifest, dest, progress)
-    if not manifest.single_file or os.path.isdir(dest):
-        return materialize(store.repo, manifest, dest, progress=progress)
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".studio-get-")
+    single = manifest.single_file or bool(ref.path)
+    dest = check_dest(dest, _protected(store), single, force)
+    tmp = staging_folder(dest)
     try:
+        if ref.path:
+            return place_file(_fetch_one(store, ref, manifest, tmp, progress), dest)
         written = materialize(store.repo, manifest, tmp, progress=progress)
-        os.replace(written, dest)
+        if manifest.single_file:
+            return place_file(written, dest)
+        return place_folder(tmp, dest)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _protected(store: Store) -> list[str]:
+    """Folders ``get`` must never write into: the store, this machine's staging and blob cache."""
+    config = store.config
+    roots = [config.blobcache, os.path.join(config.home, "staging"), os.path.join(config.home, "packindex")]
+    if "://" not in config.store or config.store.startswith("file://"):
+        roots.append(config.store[len("file://"):] if config.store.startswith("file://") else config.store)
+    local_root = getattr(store.local_repo.storage, "root", None)
+    if isinstance(local_root, str):
+        roots.append(local_root)
+    return roots
 
 
 def _fetch_one(
-    store: Store, ref: ArtifactRef, manifest: Manifest, dest: str, progress: Optional[Callable[[int], None]]
+    store: Store, ref: ArtifactRef, manifest: Manifest, tmp: str, progress: Optional[Callable[[int], None]]
 ) -> str:
-    """Write one file of the artifact (a link is followed to the file it names) to ``dest``,
-    or into ``dest`` when that is an existing folder."""
+    """Write one file of the artifact (a link is followed to the file it names) into ``tmp``."""
     entries = {e.path: e for e in manifest.entries}
     path = ref.path or ""
     for _hop in range(len(entries) + 1):
@@ -102,11 +117,9 @@ def _fetch_one(
         below = sorted(p for p in entries if p.startswith(f"{ref.path}/"))
         hint = f"; it is a folder holding {', '.join(below[:5])}" if below else ""
         raise NotFoundError(f"{ref.experiment}/{ref.tag} has no file {ref.path!r}{hint}")
-    if os.path.isdir(dest):
-        dest = os.path.join(dest, posixpath.basename(ref.path or path))
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    store.repo.get_entry_file(entry, dest)
-    os.chmod(dest, entry.mode)
+    written = os.path.join(tmp, posixpath.basename(ref.path or path))
+    store.repo.get_entry_file(entry, written)
+    os.chmod(written, entry.mode)
     if progress:
         progress(entry.size)
-    return dest
+    return written

@@ -21,12 +21,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional, TypeVar
 
-from ..errors import NotFoundError
+from ..errors import IntegrityError, NotFoundError, UsageError
+from ..objects.digest import is_digest
 from ..origin import process_start_ticks
+from ..refs import check_experiment_name
 from ..storage.base import Storage
 
 __all__ = [
     "ArtifactRecord",
+    "DamagedRecordError",
     "RecordStore",
     "ReuseRecord",
     "RunRecord",
@@ -37,6 +40,17 @@ __all__ = [
 
 TERMINAL = frozenset({"finished", "incomplete", "failed", "interrupted"})
 _RUN_ID = re.compile(r"^\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{6}$")
+
+
+class DamagedRecordError(IntegrityError):
+    """A stored record or environment file that cannot be read as one (garbled, empty, wrongly
+    typed, or naming another run). ``key`` says which file; the rest of the store is unaffected."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"run record {key} is damaged ({reason}); move that file out of the store "
+                         "(its content stays until `studio gc`) or restore it from a copy")
+        self.key = key
+        self.reason = reason
 
 
 def new_run_id(now: Optional[float] = None) -> str:
@@ -156,6 +170,60 @@ def effective_status(record: RunRecord, hostname: str) -> str:
     return record.status
 
 
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "experiment": (str,), "run_id": (str,), "status": (str,), "exit_code": (int, type(None)),
+    "started_at": (int, float), "ended_at": (int, float, type(None)), "command": (list,), "script": (str,),
+    "host": (str,), "user": (str,), "python": (str,), "git_commit": (str, type(None)),
+    "git_dirty": (bool, type(None)), "artifacts": (dict,), "reuses": (list,), "pending": (list,),
+    "pid": (int, type(None)),
+}
+_ARTIFACT_TYPES: dict[str, tuple[type, ...]] = {
+    "tag": (str,), "kind": (str,), "digest": (str,), "size": (int,), "files": (int,), "snapshots": (int,),
+    "updated_at": (int, float), "single_file": (bool,), "incomplete": (list,),
+}
+
+
+def _problem(data: Any, experiment: str, run_id: str) -> Optional[str]:
+    """What is wrong with a record's parsed JSON, or None when it can be trusted."""
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not an object"
+    for name, types in _FIELD_TYPES.items():
+        if name in data and not isinstance(data[name], types) or (
+            name in ("exit_code", "pid", "started_at") and isinstance(data.get(name), bool)
+        ):
+            return f"field {name!r} is {type(data[name]).__name__}"
+    if data.get("experiment") != experiment or data.get("run_id") != run_id:
+        return "it names another run"
+    if not all(isinstance(a, str) for a in data.get("command", [])):
+        return "field 'command' holds something other than text"
+    for tag, art in data.get("artifacts", {}).items():
+        if not isinstance(art, dict):
+            return f"artifact {tag!r} is not an object"
+        for name, types in _ARTIFACT_TYPES.items():
+            if name in art and not isinstance(art[name], types):
+                return f"artifact {tag!r} field {name!r} is {type(art[name]).__name__}"
+        if "tag" not in art or "kind" not in art:
+            return f"artifact {tag!r} has no tag or kind"
+        if art.get("digest") and not is_digest(art["digest"]):
+            return f"artifact {tag!r} has a malformed digest"
+    for reuse in data.get("reuses", []):
+        if not isinstance(reuse, dict) or not is_digest(reuse.get("digest")):
+            return "a reuse entry is malformed"
+        if not all(isinstance(reuse.get(k), str) for k in ("alias", "experiment", "tag", "run_id")):
+            return "a reuse entry is malformed"
+        if not isinstance(reuse.get("version"), int):
+            return "a reuse entry is malformed"
+    return None
+
+
+def _checked_name(experiment: str) -> str:
+    """``experiment`` if it is a name studio could have stored; a ``UsageError`` otherwise, so
+    that no odd name ('', '..', 'a/b') ever becomes a store prefix matching something else."""
+    if not isinstance(experiment, str) or not experiment:
+        raise UsageError("experiment name is empty; name one (see `studio list`)")
+    return check_experiment_name(experiment)
+
+
 class RecordStore:
     """Reads and writes run records on any ``Storage``."""
 
@@ -184,10 +252,18 @@ class RecordStore:
 
     def read_environment(self, experiment: str, run_id: str) -> dict[str, Any]:
         """The run's environment, or an empty dict when it was never written."""
+        key = self.env_key(experiment, run_id)
         try:
-            return json.loads(self.storage.read_bytes(self.env_key(experiment, run_id)))
+            data = self.storage.read_bytes(key)
         except FileNotFoundError:
             return {}
+        try:
+            env = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise DamagedRecordError(key, "not valid JSON") from None
+        if not isinstance(env, dict):
+            raise DamagedRecordError(key, f"holds a JSON {type(env).__name__}, not an object")
+        return env
 
     def experiments(self) -> list[str]:
         """Every experiment name, sorted."""
@@ -204,22 +280,48 @@ class RecordStore:
         return sorted(i for i in ids if _RUN_ID.match(i))
 
     def read(self, experiment: str, run_id: str, version: int = 0) -> RunRecord:
-        """One run's record; ``NotFoundError`` when absent."""
+        """One run's record; ``NotFoundError`` when absent, ``DamagedRecordError`` when it cannot
+        be trusted (never a half-read record: whatever reads it next would act on wrong values)."""
+        key = self.record_key(experiment, run_id)
         try:
-            data = self.storage.read_bytes(self.record_key(experiment, run_id))
+            data = self.storage.read_bytes(key)
         except FileNotFoundError:
             raise NotFoundError(f"experiment {experiment!r} has no run {run_id!r}") from None
-        record = RunRecord.from_dict(json.loads(data))
+        if not data.strip():
+            raise DamagedRecordError(key, "empty file")
+        try:
+            parsed = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise DamagedRecordError(key, "not valid JSON") from None
+        problem = _problem(parsed, experiment, run_id)
+        if problem:
+            raise DamagedRecordError(key, problem)
+        record = RunRecord.from_dict(parsed)
         record.version = version
         return record
 
-    def runs(self, experiment: str) -> list[RunRecord]:
-        """Every run of an experiment, oldest first, with versions numbered from 1."""
-        return [self.read(experiment, rid, i) for i, rid in enumerate(self.run_ids(experiment), 1)]
+    def runs(self, experiment: str, damaged: Optional[list[str]] = None) -> list[RunRecord]:
+        """Every run of an experiment, oldest first, with versions numbered from 1.
+
+        With ``damaged`` (a list), unreadable records are skipped and their keys appended to it;
+        without, the first one raises ``DamagedRecordError``.
+        """
+        return self._read_runs(_checked_name(experiment), damaged)
+
+    def _read_runs(self, experiment: str, damaged: Optional[list[str]] = None) -> list[RunRecord]:
+        records = []
+        for i, rid in enumerate(self.run_ids(experiment), 1):
+            try:
+                records.append(self.read(experiment, rid, i))
+            except DamagedRecordError as exc:
+                if damaged is None:
+                    raise
+                damaged.append(exc.key)
+        return records
 
     def resolve(self, experiment: str, version: Optional[str] = None) -> RunRecord:
         """The run a user means: the newest, a 1-based version number, or a run id."""
-        ids = self.run_ids(experiment)
+        ids = self.run_ids(_checked_name(experiment))
         if not ids:
             known = self.experiments()
             hint = f"; known experiments: {', '.join(known[:10])}" if known else "; the store has no experiments yet"
@@ -249,8 +351,11 @@ class RecordStore:
             ids.sort()
         return runs
 
-    def latest(self, limit: Optional[int] = None) -> list[RunRecord]:
-        """The newest runs across all experiments, newest first; reads only the records shown."""
+    def latest(self, limit: Optional[int] = None, damaged: Optional[list[str]] = None) -> list[RunRecord]:
+        """The newest runs across all experiments, newest first; reads only the records shown.
+
+        With ``damaged`` (a list), unreadable records are skipped and their keys appended to it.
+        """
         runs = self.all_runs()
         ordered = sorted(
             ((rid, name, i) for name, ids in runs.items() for i, rid in enumerate(ids, 1)), reverse=True
@@ -263,16 +368,20 @@ class RecordStore:
                 records.append(self.read(name, rid, version))
             except NotFoundError:  # deleted between the listing and the read
                 continue
+            except DamagedRecordError as exc:
+                if damaged is None:
+                    raise
+                damaged.append(exc.key)
         return records
 
     def iter_all(self) -> Iterator[RunRecord]:
-        """Every run of every experiment."""
+        """Every run of every experiment (under any folder name: what gc keeps depends on it)."""
         for name in self.experiments():
-            yield from self.runs(name)
+            yield from self._read_runs(name)
 
     def delete_experiment(self, experiment: str) -> int:
         """Remove every record of an experiment (content stays until ``gc``); returns runs removed."""
-        keys = list(self.storage.list(f"experiments/{experiment}/"))
+        keys = list(self.storage.list(f"experiments/{_checked_name(experiment)}/"))
         if not keys:
             raise NotFoundError(f"no experiment named {experiment!r}")
         self.storage.delete_many(keys)
