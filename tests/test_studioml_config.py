@@ -192,3 +192,14 @@ def test_studio_prints_each_warning_once_and_goes_on(tmp_path):
     assert len(warnings) == 5 and all(w.startswith("studio: warning: ") for w in warnings)
     assert len({w.split(": ")[3] for w in warnings}) == 5  # one line per key
     assert not [s for s in SECRETS if s in done.stderr + done.stdout]
+
+
+def test_env_variables_of_the_config_reach_the_script(tmp_path):
+    home = tmp_path / "home"
+    (home / ".studioml").mkdir(parents=True)
+    (home / ".studioml" / "config.yaml").write_text("env:\n  DATA_DIR: $HOME/data\n  GREETING: hello\n")
+    script = tmp_path / "show_env.py"
+    script.write_text("import os\nprint(os.environ['GREETING'], os.environ['DATA_DIR'])\n")
+    proc = studio("run", "-e", "envtest", str(script), home=str(home), cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert f"hello {home}/data" in proc.stdout

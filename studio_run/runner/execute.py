@@ -147,7 +147,7 @@ class _Execution:
     # 2. run the script
     def _run_script(self, handoff_path: str, signals: StopSignals) -> ChildResult:
         request = self.request
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **{ENV_VAR: handoff_path})
+        env = {**os.environ, **self.config.script_env, "PYTHONUNBUFFERED": "1", ENV_VAR: handoff_path}
         command = [sys.executable] + (["-m", request.module] if request.module else [request.script or ""])
         command += list(request.args)
         self.capturer.start(self.continuous, self.config.capture_interval)
