@@ -3,15 +3,16 @@
 Captures always write into a repository on local disk (fast file copies, crash-safe renames).
 With the default local store that repository *is* the store. With a remote store (S3, GCS,
 SFTP) it is a staging area under ``$STUDIOML_HOME/staging/<store id>``, and ``publish`` hands the
-record to ``studio_run.store.sync``, which uploads objects, then manifests, then the record: the
-pointer last, on every backend.
+record to the store's ``Syncer`` (``studio_run.store.sync``), which uploads objects, then
+manifests, then the record: the pointer last, on every backend. ``open_store`` builds the parts
+and hands them in; a ``Store`` only holds them.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..config import Config
 from ..errors import StoreError
@@ -19,6 +20,7 @@ from ..objects.repository import Repository
 from ..storage import Storage
 from ..storage.lazy import LazyStorage
 from .records import RecordStore, RunRecord
+from .sync import Syncer
 
 __all__ = ["Store"]
 
@@ -34,7 +36,10 @@ class Store:
     records: RecordStore
     config: Config
     connection: Optional[LazyStorage] = None  # the remote backend, opened on first use
-    _syncer: Optional[object] = None
+    # Builds the uploader of a remote store (``open_store`` wires it); called on first use only,
+    # so that commands that never publish open no journal.
+    build_syncer: Optional[Callable[[], Syncer]] = None
+    _syncer: Optional[Syncer] = None
 
     @property
     def is_remote(self) -> bool:
@@ -59,12 +64,12 @@ class Store:
         else:
             self.syncer().submit_environment(experiment, run_id, env)
 
-    def syncer(self):  # type: ignore[no-untyped-def]
-        """The background uploader for a remote store (started on first use)."""
+    def syncer(self) -> Syncer:
+        """The background uploader for a remote store (built on first use)."""
         if self._syncer is None:
-            from .sync import Syncer
-
-            self._syncer = Syncer(self)
+            if self.build_syncer is None:
+                raise TypeError(f"{self.url} is written directly: it has no uploader")
+            self._syncer = self.build_syncer()
         return self._syncer
 
     def connect(self, timeout: Optional[float] = None) -> bool:
@@ -118,5 +123,5 @@ class Store:
     def close(self) -> None:
         """Release connections (without waiting for uploads: ``syncer().finish`` does that)."""
         if self._syncer is not None:
-            self._syncer.close()  # type: ignore[attr-defined]
+            self._syncer.close()
         self.storage.close()

@@ -25,19 +25,16 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from .. import console
 from ..errors import TRANSIENT, IntegrityError, StoreAuthError
 from ..objects.repository import Repository
-from ..storage.local import LocalStorage
+from ..storage.lazy import LazyStorage
 from ..storage.retry import RetryingStorage
 from .journal import Journal, KnownKeys, PendingRun, RunLock, entry_name
-from .records import RunRecord
+from .records import RecordStore, RunRecord
 from .transfer import UPLOAD_WORKERS, SnapshotUploader, StagingDamaged
-
-if TYPE_CHECKING:
-    from .store import Store
 
 __all__ = ["SyncReport", "Syncer", "describe_broken"]
 
@@ -58,17 +55,33 @@ class SyncReport:
 
 
 class Syncer:
-    """The uploader of one remote store; one per process, created by ``Store.syncer()``."""
+    """The uploader of one remote store; one per process, built by ``open_store`` on first use
+    (``Store.syncer()``)."""
 
-    def __init__(self, store: "Store", workers: int = UPLOAD_WORKERS) -> None:
-        staging = store.local_repo.storage
-        if not isinstance(staging, LocalStorage):
-            raise TypeError("a remote store stages its captures on local disk")
-        self.store = store
+    def __init__(
+        self,
+        remote: Repository,
+        staging: Repository,
+        records: RecordStore,
+        journal: Journal,
+        known: KnownKeys,
+        url: str,
+        connection: Optional[LazyStorage] = None,
+        workers: int = UPLOAD_WORKERS,
+    ) -> None:
+        """Handed its parts by ``open_store``: the store's repository (``remote``) and record
+        store, the repository captures are staged in and its journal, the keys known to be
+        stored, the redacted ``url`` (for messages) and the lazy ``connection`` (for why the
+        store has not answered)."""
+        self.remote = remote
         self.staging = staging
-        self.journal = Journal(staging)
-        self.known = KnownKeys(os.path.join(staging.root, "remote.sqlite"))
-        self.uploader = SnapshotUploader(store, staging, self.known, workers)
+        self.records = records
+        self.journal = journal
+        self.files = journal.staging  # the staging folder, named in messages
+        self.url = url
+        self.connection = connection
+        self.known = known
+        self.uploader = SnapshotUploader(remote, staging, journal.staging, known, workers)
         self._cond = threading.Condition()
         self._held: dict[str, RunLock] = {}  # runs this process owns (it submits them) or took over
         self._owned: set[str] = set()
@@ -187,9 +200,9 @@ class Syncer:
             if art.digest:
                 self.uploader.upload(art.digest)
         if entry.environment is not None:
-            self.store.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
+            self.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
             self.journal.remove_environment(name)
-        self.store.records.write(entry.record)  # the pointer, last
+        self.records.write(entry.record)  # the pointer, last
         with self._cond:  # a submit cannot replace the entry between the compare and the delete
             return self.journal.remove(name, entry.data)
 
@@ -200,7 +213,7 @@ class Syncer:
         try:
             return self._finish(timeout)
         except Exception as exc:  # the run's outcome must not depend on the uploader
-            console.warn(f"uploads to {self.store.url} did not finish ({type(exc).__name__}: {exc}); run `studio sync`")
+            console.warn(f"uploads to {self.url} did not finish ({type(exc).__name__}: {exc}); run `studio sync`")
             return False
 
     def _finish(self, timeout: float) -> bool:
@@ -210,7 +223,7 @@ class Syncer:
             self._wake = True
             self._cond.notify_all()
         total = self._plan(self._waiting())[1]
-        with console.progress(f"uploading to {self.store.url}", total or None) as advance:
+        with console.progress(f"uploading to {self.url}", total or None) as advance:
             self.uploader.progress = advance
             try:
                 with self._cond:
@@ -231,7 +244,7 @@ class Syncer:
                 self._held.clear()
                 return True
         console.warn(f"{self._describe(waiting)} not uploaded yet ({self._reason(error, timeout, waiting)}); "
-                f"they are kept in {self.staging.root} until `studio sync` (or the next studio command) uploads them")
+                f"they are kept in {self.files.root} until `studio sync` (or the next studio command) uploads them")
         return False
 
     def _waiting(self) -> list[str]:
@@ -244,7 +257,7 @@ class Syncer:
         if broken:
             return f"cannot be published: {broken[0]}"
         if error is None:  # no round has failed yet, but calls may be failing and retried
-            connection, storage = self.store.connection, self.store.storage
+            connection, storage = self.connection, self.remote.storage
             error = storage.last_failure if isinstance(storage, RetryingStorage) else None
             if error is None and connection is not None and not connection.connected:
                 error = connection.last_error
@@ -285,7 +298,7 @@ class Syncer:
         sizes: dict[str, int] = {}
         for key in todo:
             try:
-                manifest = self.store.local_repo.get_manifest(keys[key])
+                manifest = self.staging.get_manifest(keys[key])
             except (IntegrityError, OSError, ValueError):
                 continue
             sizes.update((Repository.object_key(d), size) for d, size in manifest.objects().items())
@@ -293,9 +306,9 @@ class Syncer:
 
     # -- studio sync, and the next command after an outage -----------------------------------------
     def _forget_if_swept(self) -> None:
-        sweep = self.store.repo.last_sweep()
+        sweep = self.remote.last_sweep()
         self.known.forget_if_swept(sweep)
-        self.store.repo.packs.forget_if_swept(sweep)
+        self.remote.packs.forget_if_swept(sweep)
 
     def push_pending(self, progress: Optional[Callable[[int], None]] = None) -> SyncReport:
         """Publish every pending run no live process holds, now, in this thread.
@@ -333,11 +346,11 @@ class Syncer:
             return
         count, size = self._plan(names)
         console.info(f"uploading {len(names)} run{'s' if len(names) > 1 else ''} left pending by an earlier command "
-                f"({console.format_size(size)}) to {self.store.url}")
-        with console.progress(f"uploading to {self.store.url}", size or None) as advance:
+                f"({console.format_size(size)}) to {self.url}")
+        with console.progress(f"uploading to {self.url}", size or None) as advance:
             report = self.push_pending(advance)
         if report.broken:
-            console.warn(f"{describe_broken(report)}; it stays in {self.staging.root}")
+            console.warn(f"{describe_broken(report)}; it stays in {self.files.root}")
 
     def close(self) -> None:
         """Stop the thread (without waiting for a transfer under way) and let go of the runs this

@@ -23,16 +23,13 @@ import contextlib
 import math
 import os
 import threading
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 from ..errors import IntegrityError
 from ..objects.packs import PACK_BELOW, group
 from ..objects.repository import Repository
 from ..storage.local import LocalStorage
 from .journal import KnownKeys
-
-if TYPE_CHECKING:
-    from .store import Store
 
 __all__ = ["SnapshotUploader", "StagingDamaged", "UPLOAD_WORKERS"]
 
@@ -50,11 +47,20 @@ class StagingDamaged(Exception):
 
 
 class SnapshotUploader:
-    """Sends snapshots from a remote store's staging to the store; one per ``Syncer``."""
+    """Sends snapshots from a remote store's staging to the store; one per ``Syncer``.
 
-    def __init__(self, store: "Store", staging: LocalStorage, known: KnownKeys, workers: int = UPLOAD_WORKERS) -> None:
-        self.store = store
+    It is handed the parts it needs, not the whole store: ``remote`` (the store's repository),
+    ``staging`` (the repository captures write to) with ``files``, the same staging folder read
+    as plain files, and ``known``, the keys the store is known to hold.
+    """
+
+    def __init__(
+        self, remote: Repository, staging: Repository, files: LocalStorage, known: KnownKeys,
+        workers: int = UPLOAD_WORKERS,
+    ) -> None:
+        self.remote = remote
         self.staging = staging
+        self.files = files
         self.known = known
         self.workers = workers
         self.sent = 0  # bytes actually sent, over this uploader's life
@@ -72,15 +78,15 @@ class SnapshotUploader:
         manifest_key = Repository.manifest_key(digest)
         if not self.known.unknown([manifest_key]):
             return
-        if not self.store.local_repo.has_manifest(digest) and self.store.repo.has_manifest(digest):
+        if not self.staging.has_manifest(digest) and self.remote.has_manifest(digest):
             self.known.add([manifest_key])  # `studio gc` pruned the staged copy once it was uploaded
             return
         try:
-            manifest = self.store.local_repo.get_manifest(digest)
+            manifest = self.staging.get_manifest(digest)
         except (IntegrityError, OSError, ValueError) as exc:
             raise StagingDamaged(f"snapshot {digest[:12]}… is damaged in staging ({exc})") from exc
         object_keys = {d: Repository.object_key(d) for d in manifest.digests()}
-        if self.store.repo.has_manifest(digest):  # published before: its objects went first
+        if self.remote.has_manifest(digest):  # published before: its objects went first
             self.known.add(list(object_keys.values()) + [manifest_key])
             self.progress(manifest.size)
             return
@@ -108,14 +114,14 @@ class SnapshotUploader:
         def staged(batch: list[str]) -> Iterator[tuple[str, bytes]]:
             for digest in batch:
                 try:
-                    with open(self.staging.path_of(object_keys[digest]), "rb") as f:
+                    with open(self.files.path_of(object_keys[digest]), "rb") as f:
                         yield digest, f.read()
                 except FileNotFoundError:
                     raise StagingDamaged(f"object {digest[:12]}… is missing from staging") from None
 
         def push_pack(index: str) -> None:
             batch = packs[int(index)]
-            self.store.repo.packs.write(staged(batch))
+            self.remote.packs.write(staged(batch))
             size = sum(sizes[d] for d in batch)
             with lock:
                 self.sent += size
@@ -123,11 +129,11 @@ class SnapshotUploader:
             self.progress(size)
 
         def push(digest: str) -> None:
-            path = self.staging.path_of(object_keys[digest])
+            path = self.files.path_of(object_keys[digest])
             if not os.path.isfile(path):
                 raise StagingDamaged(f"object {digest[:12]}… is missing from staging")
             with large if sizes[digest] >= _LARGE else contextlib.nullcontext():
-                sent = self.store.repo.put_object_file(digest, path, assume_absent=digest in missing)
+                sent = self.remote.put_object_file(digest, path, assume_absent=digest in missing)
             if sent:
                 with lock:
                     self.sent += sizes[digest]
@@ -140,7 +146,7 @@ class SnapshotUploader:
             _parallel(push, todo, self.workers)
         finally:
             self.known.add(stored)
-        self.store.repo.put_manifest(manifest)
+        self.remote.put_manifest(manifest)
         self.known.add([manifest_key])
 
     def _drop_pruned(
@@ -154,10 +160,10 @@ class SnapshotUploader:
         them again. The store has them (they went up with the previous snapshot), so this asks
         it rather than calling the run damaged; only an object neither has is.
         """
-        gone = [d for d in todo if not os.path.isfile(self.staging.path_of(object_keys[d]))]
+        gone = [d for d in todo if not os.path.isfile(self.files.path_of(object_keys[d]))]
         if not gone:
             return todo
-        repo = self.store.repo
+        repo = self.remote
         held: set[str] = set()
         lock = threading.Lock()
 
@@ -185,7 +191,7 @@ class SnapshotUploader:
         small = [d for d in todo if sizes[d] < PACK_BELOW]
         if len(small) < _PACK_FROM:
             return []
-        already = self.store.repo.packs.digests()
+        already = self.remote.packs.digests()
         present = [d for d in small if d in already]
         self.known.add(object_keys[d] for d in present)
         unknown.difference_update(object_keys[d] for d in present)
@@ -203,7 +209,7 @@ class SnapshotUploader:
         large store and few objects). A store of millions of objects is never listed whole:
         past about 16,000 objects, the folders win.
         """
-        repo = self.store.repo
+        repo = self.remote
         wanted = set(digests)
         folders = sorted({d[:2] for d in digests})
         listed = set(repo.iter_objects(folders[0]))
