@@ -21,7 +21,6 @@ studio command (``push_pending``). Nothing here ever raises into the run.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,9 +31,9 @@ from ..errors import TRANSIENT, IntegrityError, StoreAuthError
 from ..objects.repository import Repository
 from ..storage.lazy import LazyStorage
 from ..storage.retry import RetryingStorage
-from .journal import Journal, KnownKeys, PendingRun, RunLock, entry_name
+from .journal import Journal, KnownKeys, PendingRun, RunLock, entry_name, split_entry_name
 from .records import RecordStore, RunRecord
-from .transfer import UPLOAD_WORKERS, SnapshotUploader, StagingDamaged
+from .transfer import UPLOAD_WORKERS, SnapshotTransfer, StagingDamaged
 
 __all__ = ["SyncReport", "Syncer", "describe_broken"]
 
@@ -81,7 +80,7 @@ class Syncer:
         self.url = url
         self.connection = connection
         self.known = known
-        self.uploader = SnapshotUploader(remote, staging, journal.staging, known, workers)
+        self.transfer = SnapshotTransfer(remote, staging, journal.staging, known, workers)
         self._cond = threading.Condition()
         self._held: dict[str, RunLock] = {}  # runs this process owns (it submits them) or took over
         self._owned: set[str] = set()
@@ -120,15 +119,15 @@ class Syncer:
 
     def pending_run_ids(self, experiment: str) -> list[str]:
         """Run ids of ``experiment`` waiting on this machine to be published."""
-        prefix = f"{experiment}--"
-        return [n[len(prefix):] for n in self.journal.names() if n.startswith(prefix) and "--" not in n[len(prefix):]]
+        runs = (split_entry_name(n) for n in self.journal.names())
+        return [run_id for exp, run_id in runs if exp == experiment]
 
     # -- the background thread -----------------------------------------------------------------
     def _start(self) -> None:
         with self._cond:
             if self._thread is not None or self._stopping:
                 return
-            self._thread = threading.Thread(target=self._loop, name="studio-upload", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name="studio-sync", daemon=True)
             self._thread.start()
 
     def _loop(self) -> None:
@@ -198,7 +197,7 @@ class Syncer:
             return True
         for art in entry.record.artifacts.values():
             if art.digest:
-                self.uploader.upload(art.digest)
+                self.transfer.send(art.digest)
         if entry.environment is not None:
             self.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
             self.journal.remove_environment(name)
@@ -224,7 +223,7 @@ class Syncer:
             self._cond.notify_all()
         total = self._plan(self._waiting())[1]
         with console.progress(f"uploading to {self.url}", total or None) as advance:
-            self.uploader.progress = advance
+            self.transfer.progress = advance
             try:
                 with self._cond:
                     while True:
@@ -235,7 +234,7 @@ class Syncer:
                             break
                         self._cond.wait(min(left, 0.5))
             finally:
-                self.uploader.progress = lambda n: None
+                self.transfer.progress = lambda n: None
         with self._cond:
             error = self._error
             if not waiting:
@@ -276,7 +275,7 @@ class Syncer:
     def _describe(self, names: list[str]) -> str:
         """``3 snapshots of linreg (12.0 MiB) are`` or ``the record of linreg is``."""
         count, size = self._plan(names)
-        experiments = sorted({n.rsplit("--", 1)[0] for n in names})
+        experiments = sorted({split_entry_name(n)[0] for n in names})
         which = ", ".join(experiments[:3]) + (f" and {len(experiments) - 3} more" if len(experiments) > 3 else "")
         if count == 0:
             return f"the record{'s' if len(names) > 1 else ''} of {which} {'are' if len(names) > 1 else 'is'}"
@@ -318,8 +317,8 @@ class Syncer:
         """
         report = SyncReport()
         self._forget_if_swept()
-        sent_before = self.uploader.sent
-        self.uploader.progress = progress or (lambda n: None)
+        sent_before = self.transfer.sent
+        self.transfer.progress = progress or (lambda n: None)
         try:
             for name in self.journal.names():
                 lock = self.journal.lock(name, wait=False)
@@ -335,8 +334,8 @@ class Syncer:
                 finally:
                     lock.release(remove=done)
         finally:
-            self.uploader.progress = lambda n: None
-            report.uploaded = self.uploader.sent - sent_before
+            self.transfer.progress = lambda n: None
+            report.uploaded = self.transfer.sent - sent_before
         return report
 
     def catch_up(self) -> None:
@@ -366,6 +365,6 @@ class Syncer:
 def describe_broken(report: SyncReport) -> str:
     """One line naming the first run that cannot be published, and why."""
     name, why = next(iter(report.broken.items()))
-    experiment, run_id = name.rsplit("--", 1)
+    experiment, run_id = split_entry_name(name)
     more = f" (and {len(report.broken) - 1} more)" if len(report.broken) > 1 else ""
     return f"run {run_id} of {experiment} cannot be published{more}: {why}"
