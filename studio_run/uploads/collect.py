@@ -61,7 +61,7 @@ def report_undelivered(collected: "CollectedFiles") -> None:
 
 
 def uploads_dir(run_dir: str) -> str:
-    """Where the script's processes keep their staging copies and pointers."""
+    """Where the script's processes keep their private copies and pointers."""
     return os.path.join(run_dir, "uploads")
 
 
