@@ -37,7 +37,6 @@ from .uploader import Uploader
 
 if TYPE_CHECKING:  # types only: importing them at run time would load the store for ``import fs_tracker``
     from ..config import Config
-    from ..store.records import RunRecord
 
 __all__ = ["NoUploadTarget", "current", "flush", "init", "link", "shutdown", "upload_file"]
 
@@ -295,7 +294,7 @@ def _store_destination(config: Config, target: _Target) -> Destination:
     return StoreDestination(store, record=_new_record(target.experiment, target.run_id), close_store=True)
 
 
-def _new_record(experiment: str, run_id: str) -> "RunRecord":
+def _new_record(experiment: str, run_id: str):  # type: ignore[no-untyped-def]
     import getpass
     import platform
     import socket
