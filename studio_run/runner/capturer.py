@@ -64,7 +64,7 @@ class Capturer:
         """Snapshot each target; publish the record if any artifact changed. Errors are kept, not raised."""
         results = []
         changed = False
-        with self._lock:
+        with self._lock, self.store.capturing(self.record):  # staging gc waits, then keeps it
             for target in targets:
                 guard: ContextManager[object] = target.lock if target.lock is not None else nullcontext()
                 try:

@@ -18,6 +18,7 @@ from ..storage import open_storage, redact_url
 from ..storage.lazy import LazyStorage
 from ..storage.local import LocalStorage
 from ..storage.retry import RetryingStorage
+from .holds import StagingHolds
 from .journal import Journal, KnownKeys
 from .records import RecordStore
 from .store import Store
@@ -45,7 +46,8 @@ def open_store(config: Config, connect: bool = True) -> Store:
     staging_repo = Repository(staging)
     records = RecordStore(storage)
     store = Store(url, storage, repo, staging_repo, records, config, connection,
-                  build_syncer=_syncer_builder(url, repo, staging_repo, staging, records, connection))
+                  build_syncer=_syncer_builder(url, repo, staging_repo, staging, records, connection),
+                  holds=StagingHolds(staging))
     if connect:
         store.connect()
     return store

@@ -10,15 +10,18 @@ and hands them in; a ``Store`` only holds them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..config import Config
 from ..errors import StoreError
 from ..objects.repository import Repository
 from ..storage import Storage
 from ..storage.lazy import LazyStorage
+from .holds import StagingHolds
+from .journal import entry_name
 from .records import RecordStore, RunRecord
 from .sync import Syncer
 
@@ -39,6 +42,7 @@ class Store:
     # Builds the uploader of a remote store (``open_store`` wires it); called on first use only,
     # so that commands that never publish open no journal.
     build_syncer: Optional[Callable[[], Syncer]] = None
+    holds: Optional[StagingHolds] = None  # what gc must not prune from staging (a remote store only)
     _syncer: Optional[Syncer] = None
 
     @property
@@ -56,6 +60,23 @@ class Store:
             self.records.write(record)
             return
         self.syncer().submit(record)
+        if final and self.holds is not None:  # the journal keeps its content from gc from now on
+            self.holds.release_run(entry_name(record.experiment, record.run_id))
+
+    @contextlib.contextmanager
+    def capturing(self, record: RunRecord) -> Iterator[None]:
+        """Around a capture of ``record``'s artifacts into ``local_repo``: on a remote store,
+        ``studio gc`` on this machine waits, and what the record points at afterwards stays
+        held until its final ``publish`` (its content is staged before its record is pending)."""
+        if self.holds is None:
+            yield
+            return
+        with self.holds.writing():
+            try:
+                yield
+            finally:
+                digests = [a.digest for a in record.artifacts.values() if a.digest]
+                self.holds.hold(f"{entry_name(record.experiment, record.run_id)}.capture", manifests=digests)
 
     def publish_environment(self, experiment: str, run_id: str, env: dict[str, Any]) -> None:
         """Store a run's environment (packages, git) beside its record."""

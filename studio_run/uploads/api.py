@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-from ..errors import UploadError, UsageError
+from ..errors import TRANSIENT, UploadError, UsageError
 from .copies import rank
 from .destination import Destination
 from .uploader import Uploader
@@ -65,6 +65,7 @@ class _Target:
     under_run: bool
 
 
+_CONNECT_WAIT = 3.0  # seconds the first upload waits for a remote store to answer, as `studio run` does
 _lock = threading.RLock()
 _current: Optional[_Current] = None
 _registered = False  # the exit and fork handlers, once per interpreter
@@ -288,9 +289,17 @@ def _store_destination(config: Config, target: _Target) -> Destination:
     from ..store.open import open_store
     from .store_destination import StoreDestination
 
-    store = open_store(config)
+    # A store that does not answer must not fail the call: its files wait in staging. One that
+    # answers is opened now, while the script runs (an SDK cannot start at interpreter exit),
+    # and one that refuses (credentials, permission) fails the call, as it always did.
+    store = open_store(config, connect=False)
+    try:
+        store.connect(timeout=_CONNECT_WAIT)
+    except TRANSIENT:
+        pass
     if target.under_run:
-        return StoreDestination(store, pointer_path=os.path.join(target.proc_dir, "files.json"), close_store=True)
+        return StoreDestination(store, pointer_path=os.path.join(target.proc_dir, "files.json"), close_store=True,
+                                run=(target.experiment, target.run_id))
     return StoreDestination(store, record=_new_record(target.experiment, target.run_id), close_store=True)
 
 
