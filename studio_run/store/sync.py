@@ -20,6 +20,7 @@ studio command (``push_pending``). Nothing here ever raises into the run.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -41,6 +42,10 @@ log = logging.getLogger(__name__)
 
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0  # seconds between rounds while the store fails
 _REFUSED_RETRY = 60.0  # after an answer that retrying will not change (credentials, permission)
+# Rounds in a row whose connection was refused (nothing listens there: a wrong port, a store that
+# is down) after which ``finish`` stops waiting: a refusal that persists is not worth the rest of
+# ``upload_wait``. The thread keeps trying while the process lives; ``studio sync`` does the rest.
+_REFUSED_ROUNDS = 2
 
 
 @dataclass
@@ -89,6 +94,7 @@ class Syncer:
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
+        self._refusals = 0  # rounds in a row that failed on a refused connection
 
     # -- the producer's side (capture threads) -------------------------------------------------
     def submit(self, record: RunRecord) -> None:
@@ -148,6 +154,7 @@ class Syncer:
                     log.debug("upload round failed", exc_info=True)
             with self._cond:
                 self._error = error
+                self._refusals = self._refusals + 1 if error is not None and _refused(error) else 0
                 self._cond.notify_all()
                 if error is None:
                     delay = _RETRY_MIN
@@ -230,6 +237,7 @@ class Syncer:
                         left = deadline - time.monotonic()
                         waiting = self._waiting()
                         refused = self._error is not None and not isinstance(self._error, TRANSIENT)
+                        refused = refused or self._refusals >= _REFUSED_ROUNDS
                         if all(n in self._broken for n in waiting) or left <= 0 or refused:
                             break
                         self._cond.wait(min(left, 0.5))
@@ -264,6 +272,8 @@ class Syncer:
                     return "the store has not answered yet"
         if error is None:
             return f"still uploading after {timeout:g} s"
+        if isinstance(error, TRANSIENT) and self._refusals >= _REFUSED_ROUNDS:
+            return f"store unreachable, it refuses connections: {error}; not waiting for it"
         if isinstance(error, TRANSIENT):
             return f"store unreachable: {error}"
         if isinstance(error, StoreAuthError):
@@ -360,6 +370,21 @@ class Syncer:
             for lock in self._held.values():
                 lock.release(remove=False)
             self._held.clear()
+
+
+def _refused(error: BaseException) -> bool:
+    """Whether ``error`` comes from a refused connection (ECONNREFUSED anywhere in its chain).
+
+    Backends wrap the socket's error in their own (botocore, urllib3, requests, paramiko) and
+    studio's ``StoreUnreachableError`` keeps it as the cause, so the chain is followed.
+    """
+    seen = 0
+    current: Optional[BaseException] = error
+    while current is not None and seen < 16:
+        if isinstance(current, ConnectionRefusedError) or getattr(current, "errno", None) == errno.ECONNREFUSED:
+            return True
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return False
 
 
 def describe_broken(report: SyncReport) -> str:
