@@ -33,7 +33,7 @@ from typing import Iterable, Iterator
 
 from ..storage.local import LocalStorage
 
-__all__ = ["STALE_AFTER", "Hold", "StagingHolds"]
+__all__ = ["Hold", "STALE_AFTER", "StagingHolds"]
 
 STALE_AFTER = 7 * 86400.0  # seconds after which a hold nobody removed is taken as left by a killed run
 _FOLDER = "holds"
