@@ -96,7 +96,7 @@ class Capturer:
         """
         results = []
         changed = False
-        with self._lock:
+        with self._lock, self.store.capturing(self.record):  # staging gc waits, then keeps it
             for target in targets:
                 result = self._snapshot(target, retries, progress)
                 if result is None:

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Optional
 from ..storage.local import LocalStorage
 from .records import RunRecord
 
-__all__ = ["Journal", "KnownKeys", "PendingRun", "RunLock", "entry_name"]
+__all__ = ["Journal", "KnownKeys", "PendingRun", "RunLock", "entry_name", "split_entry_name"]
 
 _PREFIX = "pending/"
 _BATCH = 500  # SQLite's default limit on parameters is 999
@@ -49,6 +49,12 @@ _BATCH = 500  # SQLite's default limit on parameters is 999
 def entry_name(experiment: str, run_id: str) -> str:
     """The journal name of a run (run ids never contain ``--``, so the split is unambiguous)."""
     return f"{experiment}--{run_id}"
+
+
+def split_entry_name(name: str) -> tuple[str, str]:
+    """``(experiment, run_id)`` of a journal name: the inverse of ``entry_name``."""
+    experiment, _, run_id = name.rpartition("--")
+    return experiment, run_id
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ class Journal:
         except FileNotFoundError:
             return []
         names = {f[: -len(".json")] for f in files if f.endswith(".json") and not f.endswith(".env.json")}
-        return sorted(names, key=lambda n: n.rsplit("--", 1)[-1])
+        return sorted(names, key=lambda n: split_entry_name(n)[1])
 
     def write_record(self, record: RunRecord) -> str:
         """Replace the run's pending record atomically (and durably, as the staging folder is)."""

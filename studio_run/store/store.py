@@ -3,22 +3,27 @@
 Captures always write into a repository on local disk (fast file copies, crash-safe renames).
 With the default local store that repository *is* the store. With a remote store (S3, GCS,
 SFTP) it is a staging area under ``$STUDIOML_HOME/staging/<store id>``, and ``publish`` hands the
-record to ``studio_run.store.sync``, which uploads objects, then manifests, then the record: the
-pointer last, on every backend.
+record to the store's ``Syncer`` (``studio_run.store.sync``), which uploads objects, then
+manifests, then the record: the pointer last, on every backend. ``open_store`` builds the parts
+and hands them in; a ``Store`` only holds them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..config import Config
 from ..errors import StoreError
 from ..objects.repository import Repository
 from ..storage import Storage
 from ..storage.lazy import LazyStorage
+from .holds import StagingHolds
+from .journal import entry_name
 from .records import RecordStore, RunRecord
+from .sync import Syncer
 
 __all__ = ["Store"]
 
@@ -34,7 +39,11 @@ class Store:
     records: RecordStore
     config: Config
     connection: Optional[LazyStorage] = None  # the remote backend, opened on first use
-    _syncer: Optional[object] = None
+    # Builds the uploader of a remote store (``open_store`` wires it); called on first use only,
+    # so that commands that never publish open no journal.
+    build_syncer: Optional[Callable[[], Syncer]] = None
+    holds: Optional[StagingHolds] = None  # what gc must not prune from staging (a remote store only)
+    _syncer: Optional[Syncer] = None
 
     @property
     def is_remote(self) -> bool:
@@ -51,6 +60,23 @@ class Store:
             self.records.write(record)
             return
         self.syncer().submit(record)
+        if final and self.holds is not None:  # the journal keeps its content from gc from now on
+            self.holds.release_run(entry_name(record.experiment, record.run_id))
+
+    @contextlib.contextmanager
+    def capturing(self, record: RunRecord) -> Iterator[None]:
+        """Around a capture of ``record``'s artifacts into ``local_repo``: on a remote store,
+        ``studio gc`` on this machine waits, and what the record points at afterwards stays
+        held until its final ``publish`` (its content is staged before its record is pending)."""
+        if self.holds is None:
+            yield
+            return
+        with self.holds.writing():
+            try:
+                yield
+            finally:
+                digests = [a.digest for a in record.artifacts.values() if a.digest]
+                self.holds.hold(f"{entry_name(record.experiment, record.run_id)}.capture", manifests=digests)
 
     def publish_environment(self, experiment: str, run_id: str, env: dict[str, Any]) -> None:
         """Store a run's environment (packages, git) beside its record."""
@@ -59,12 +85,12 @@ class Store:
         else:
             self.syncer().submit_environment(experiment, run_id, env)
 
-    def syncer(self):  # type: ignore[no-untyped-def]
-        """The background uploader for a remote store (started on first use)."""
+    def syncer(self) -> Syncer:
+        """The background uploader for a remote store (built on first use)."""
         if self._syncer is None:
-            from .sync import Syncer
-
-            self._syncer = Syncer(self)
+            if self.build_syncer is None:
+                raise TypeError(f"{self.url} is written directly: it has no uploader")
+            self._syncer = self.build_syncer()
         return self._syncer
 
     def connect(self, timeout: Optional[float] = None) -> bool:
@@ -118,5 +144,5 @@ class Store:
     def close(self) -> None:
         """Release connections (without waiting for uploads: ``syncer().finish`` does that)."""
         if self._syncer is not None:
-            self._syncer.close()  # type: ignore[attr-defined]
+            self._syncer.close()
         self.storage.close()

@@ -20,24 +20,21 @@ studio command (``push_pending``). Nothing here ever raises into the run.
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 from .. import console
 from ..errors import TRANSIENT, IntegrityError, StoreAuthError
 from ..objects.repository import Repository
-from ..storage.local import LocalStorage
+from ..storage.lazy import LazyStorage
 from ..storage.retry import RetryingStorage
-from .journal import Journal, KnownKeys, PendingRun, RunLock, entry_name
-from .records import RunRecord
-from .transfer import UPLOAD_WORKERS, SnapshotUploader, StagingDamaged
-
-if TYPE_CHECKING:
-    from .store import Store
+from .journal import Journal, KnownKeys, PendingRun, RunLock, entry_name, split_entry_name
+from .records import RecordStore, RunRecord
+from .transfer import UPLOAD_WORKERS, SnapshotTransfer, StagingDamaged
 
 __all__ = ["SyncReport", "Syncer", "describe_broken"]
 
@@ -45,6 +42,10 @@ log = logging.getLogger(__name__)
 
 _RETRY_MIN, _RETRY_MAX = 0.5, 30.0  # seconds between rounds while the store fails
 _REFUSED_RETRY = 60.0  # after an answer that retrying will not change (credentials, permission)
+# Rounds in a row whose connection was refused (nothing listens there: a wrong port, a store that
+# is down) after which ``finish`` stops waiting: a refusal that persists is not worth the rest of
+# ``upload_wait``. The thread keeps trying while the process lives; ``studio sync`` does the rest.
+_REFUSED_ROUNDS = 2
 
 
 @dataclass
@@ -58,17 +59,33 @@ class SyncReport:
 
 
 class Syncer:
-    """The uploader of one remote store; one per process, created by ``Store.syncer()``."""
+    """The uploader of one remote store; one per process, built by ``open_store`` on first use
+    (``Store.syncer()``)."""
 
-    def __init__(self, store: "Store", workers: int = UPLOAD_WORKERS) -> None:
-        staging = store.local_repo.storage
-        if not isinstance(staging, LocalStorage):
-            raise TypeError("a remote store stages its captures on local disk")
-        self.store = store
+    def __init__(
+        self,
+        remote: Repository,
+        staging: Repository,
+        records: RecordStore,
+        journal: Journal,
+        known: KnownKeys,
+        url: str,
+        connection: Optional[LazyStorage] = None,
+        workers: int = UPLOAD_WORKERS,
+    ) -> None:
+        """Handed its parts by ``open_store``: the store's repository (``remote``) and record
+        store, the repository captures are staged in and its journal, the keys known to be
+        stored, the redacted ``url`` (for messages) and the lazy ``connection`` (for why the
+        store has not answered)."""
+        self.remote = remote
         self.staging = staging
-        self.journal = Journal(staging)
-        self.known = KnownKeys(os.path.join(staging.root, "remote.sqlite"))
-        self.uploader = SnapshotUploader(store, staging, self.known, workers)
+        self.records = records
+        self.journal = journal
+        self.files = journal.staging  # the staging folder, named in messages
+        self.url = url
+        self.connection = connection
+        self.known = known
+        self.transfer = SnapshotTransfer(remote, staging, journal.staging, known, workers)
         self._cond = threading.Condition()
         self._held: dict[str, RunLock] = {}  # runs this process owns (it submits them) or took over
         self._owned: set[str] = set()
@@ -77,6 +94,7 @@ class Syncer:
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
+        self._refusals = 0  # rounds in a row that failed on a refused connection
 
     # -- the producer's side (capture threads) -------------------------------------------------
     def submit(self, record: RunRecord) -> None:
@@ -107,15 +125,15 @@ class Syncer:
 
     def pending_run_ids(self, experiment: str) -> list[str]:
         """Run ids of ``experiment`` waiting on this machine to be published."""
-        prefix = f"{experiment}--"
-        return [n[len(prefix):] for n in self.journal.names() if n.startswith(prefix) and "--" not in n[len(prefix):]]
+        runs = (split_entry_name(n) for n in self.journal.names())
+        return [run_id for exp, run_id in runs if exp == experiment]
 
     # -- the background thread -----------------------------------------------------------------
     def _start(self) -> None:
         with self._cond:
             if self._thread is not None or self._stopping:
                 return
-            self._thread = threading.Thread(target=self._loop, name="studio-upload", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name="studio-sync", daemon=True)
             self._thread.start()
 
     def _loop(self) -> None:
@@ -136,6 +154,7 @@ class Syncer:
                     log.debug("upload round failed", exc_info=True)
             with self._cond:
                 self._error = error
+                self._refusals = self._refusals + 1 if error is not None and _refused(error) else 0
                 self._cond.notify_all()
                 if error is None:
                     delay = _RETRY_MIN
@@ -185,11 +204,11 @@ class Syncer:
             return True
         for art in entry.record.artifacts.values():
             if art.digest:
-                self.uploader.upload(art.digest)
+                self.transfer.send(art.digest)
         if entry.environment is not None:
-            self.store.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
+            self.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
             self.journal.remove_environment(name)
-        self.store.records.write(entry.record)  # the pointer, last
+        self.records.write(entry.record)  # the pointer, last
         with self._cond:  # a submit cannot replace the entry between the compare and the delete
             return self.journal.remove(name, entry.data)
 
@@ -200,7 +219,7 @@ class Syncer:
         try:
             return self._finish(timeout)
         except Exception as exc:  # the run's outcome must not depend on the uploader
-            console.warn(f"uploads to {self.store.url} did not finish ({type(exc).__name__}: {exc}); run `studio sync`")
+            console.warn(f"uploads to {self.url} did not finish ({type(exc).__name__}: {exc}); run `studio sync`")
             return False
 
     def _finish(self, timeout: float) -> bool:
@@ -210,19 +229,20 @@ class Syncer:
             self._wake = True
             self._cond.notify_all()
         total = self._plan(self._waiting())[1]
-        with console.progress(f"uploading to {self.store.url}", total or None) as advance:
-            self.uploader.progress = advance
+        with console.progress(f"uploading to {self.url}", total or None) as advance:
+            self.transfer.progress = advance
             try:
                 with self._cond:
                     while True:
                         left = deadline - time.monotonic()
                         waiting = self._waiting()
                         refused = self._error is not None and not isinstance(self._error, TRANSIENT)
+                        refused = refused or self._refusals >= _REFUSED_ROUNDS
                         if all(n in self._broken for n in waiting) or left <= 0 or refused:
                             break
                         self._cond.wait(min(left, 0.5))
             finally:
-                self.uploader.progress = lambda n: None
+                self.transfer.progress = lambda n: None
         with self._cond:
             error = self._error
             if not waiting:
@@ -231,7 +251,7 @@ class Syncer:
                 self._held.clear()
                 return True
         console.warn(f"{self._describe(waiting)} not uploaded yet ({self._reason(error, timeout, waiting)}); "
-                f"they are kept in {self.staging.root} until `studio sync` (or the next studio command) uploads them")
+                f"they are kept in {self.files.root} until `studio sync` (or the next studio command) uploads them")
         return False
 
     def _waiting(self) -> list[str]:
@@ -244,7 +264,7 @@ class Syncer:
         if broken:
             return f"cannot be published: {broken[0]}"
         if error is None:  # no round has failed yet, but calls may be failing and retried
-            connection, storage = self.store.connection, self.store.storage
+            connection, storage = self.connection, self.remote.storage
             error = storage.last_failure if isinstance(storage, RetryingStorage) else None
             if error is None and connection is not None and not connection.connected:
                 error = connection.last_error
@@ -252,6 +272,8 @@ class Syncer:
                     return "the store has not answered yet"
         if error is None:
             return f"still uploading after {timeout:g} s"
+        if isinstance(error, TRANSIENT) and self._refusals >= _REFUSED_ROUNDS:
+            return f"store unreachable, it refuses connections: {error}; not waiting for it"
         if isinstance(error, TRANSIENT):
             return f"store unreachable: {error}"
         if isinstance(error, StoreAuthError):
@@ -263,7 +285,7 @@ class Syncer:
     def _describe(self, names: list[str]) -> str:
         """``3 snapshots of linreg (12.0 MiB) are`` or ``the record of linreg is``."""
         count, size = self._plan(names)
-        experiments = sorted({n.rsplit("--", 1)[0] for n in names})
+        experiments = sorted({split_entry_name(n)[0] for n in names})
         which = ", ".join(experiments[:3]) + (f" and {len(experiments) - 3} more" if len(experiments) > 3 else "")
         if count == 0:
             return f"the record{'s' if len(names) > 1 else ''} of {which} {'are' if len(names) > 1 else 'is'}"
@@ -285,7 +307,7 @@ class Syncer:
         sizes: dict[str, int] = {}
         for key in todo:
             try:
-                manifest = self.store.local_repo.get_manifest(keys[key])
+                manifest = self.staging.get_manifest(keys[key])
             except (IntegrityError, OSError, ValueError):
                 continue
             sizes.update((Repository.object_key(d), size) for d, size in manifest.objects().items())
@@ -293,9 +315,9 @@ class Syncer:
 
     # -- studio sync, and the next command after an outage -----------------------------------------
     def _forget_if_swept(self) -> None:
-        sweep = self.store.repo.last_sweep()
+        sweep = self.remote.last_sweep()
         self.known.forget_if_swept(sweep)
-        self.store.repo.packs.forget_if_swept(sweep)
+        self.remote.packs.forget_if_swept(sweep)
 
     def push_pending(self, progress: Optional[Callable[[int], None]] = None) -> SyncReport:
         """Publish every pending run no live process holds, now, in this thread.
@@ -305,8 +327,8 @@ class Syncer:
         """
         report = SyncReport()
         self._forget_if_swept()
-        sent_before = self.uploader.sent
-        self.uploader.progress = progress or (lambda n: None)
+        sent_before = self.transfer.sent
+        self.transfer.progress = progress or (lambda n: None)
         try:
             for name in self.journal.names():
                 lock = self.journal.lock(name, wait=False)
@@ -322,8 +344,8 @@ class Syncer:
                 finally:
                     lock.release(remove=done)
         finally:
-            self.uploader.progress = lambda n: None
-            report.uploaded = self.uploader.sent - sent_before
+            self.transfer.progress = lambda n: None
+            report.uploaded = self.transfer.sent - sent_before
         return report
 
     def catch_up(self) -> None:
@@ -333,11 +355,11 @@ class Syncer:
             return
         count, size = self._plan(names)
         console.info(f"uploading {len(names)} run{'s' if len(names) > 1 else ''} left pending by an earlier command "
-                f"({console.format_size(size)}) to {self.store.url}")
-        with console.progress(f"uploading to {self.store.url}", size or None) as advance:
+                f"({console.format_size(size)}) to {self.url}")
+        with console.progress(f"uploading to {self.url}", size or None) as advance:
             report = self.push_pending(advance)
         if report.broken:
-            console.warn(f"{describe_broken(report)}; it stays in {self.staging.root}")
+            console.warn(f"{describe_broken(report)}; it stays in {self.files.root}")
 
     def close(self) -> None:
         """Stop the thread (without waiting for a transfer under way) and let go of the runs this
@@ -350,9 +372,24 @@ class Syncer:
             self._held.clear()
 
 
+def _refused(error: BaseException) -> bool:
+    """Whether ``error`` comes from a refused connection (ECONNREFUSED anywhere in its chain).
+
+    Backends wrap the socket's error in their own (botocore, urllib3, requests, paramiko) and
+    studio's ``StoreUnreachableError`` keeps it as the cause, so the chain is followed.
+    """
+    seen = 0
+    current: Optional[BaseException] = error
+    while current is not None and seen < 16:
+        if isinstance(current, ConnectionRefusedError) or getattr(current, "errno", None) == errno.ECONNREFUSED:
+            return True
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return False
+
+
 def describe_broken(report: SyncReport) -> str:
     """One line naming the first run that cannot be published, and why."""
     name, why = next(iter(report.broken.items()))
-    experiment, run_id = name.rsplit("--", 1)
+    experiment, run_id = split_entry_name(name)
     more = f" (and {len(report.broken) - 1} more)" if len(report.broken) > 1 else ""
     return f"run {run_id} of {experiment} cannot be published{more}: {why}"

@@ -23,18 +23,17 @@ import contextlib
 import math
 import os
 import threading
-from typing import TYPE_CHECKING, Callable, Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
 
 from ..errors import IntegrityError
+from ..objects.manifest import Manifest
 from ..objects.packs import PACK_BELOW, group
 from ..objects.repository import Repository
 from ..storage.local import LocalStorage
 from .journal import KnownKeys
 
-if TYPE_CHECKING:
-    from .store import Store
-
-__all__ = ["SnapshotUploader", "StagingDamaged", "UPLOAD_WORKERS"]
+__all__ = ["SnapshotTransfer", "StagingDamaged", "UPLOAD_WORKERS"]
 
 UPLOAD_WORKERS = 16  # objects uploaded at once: small ones are bound by round trips, not bandwidth
 _LARGE_WORKERS = 4  # of which objects the backend sends in several parts at once (S3: 8 each)
@@ -49,99 +48,138 @@ class StagingDamaged(Exception):
     """A pending run whose staged copy is damaged: no retry can publish it."""
 
 
-class SnapshotUploader:
-    """Sends snapshots from a remote store's staging to the store; one per ``Syncer``."""
+@dataclass
+class _Plan:
+    """How one snapshot's objects go up: what ``SnapshotTransfer._plan`` learnt about them."""
 
-    def __init__(self, store: "Store", staging: LocalStorage, known: KnownKeys, workers: int = UPLOAD_WORKERS) -> None:
-        self.store = store
+    keys: dict[str, str]  # digest -> object key, every object of the manifest
+    sizes: dict[str, int]  # digest -> bytes
+    unknown: set[str]  # keys not known to be stored (after listing and the packs)
+    todo: list[str]  # digests sent one by one
+    packs: list[list[str]]  # digests sent in packs
+    absent: set[str]  # digests a listing showed absent: stored without asking again
+
+
+class SnapshotTransfer:
+    """Sends snapshots from a remote store's staging to the store; one per ``Syncer``.
+
+    (Not to be confused with ``studio_run.uploads``, which delivers the single files a script
+    hands to ``fs_tracker.upload_file``: this sends captured snapshots, whole.)
+
+    It is handed the parts it needs, not the whole store: ``remote`` (the store's repository),
+    ``staging`` (the repository captures write to) with ``files``, the same staging folder read
+    as plain files, and ``known``, the keys the store is known to hold.
+    """
+
+    def __init__(
+        self, remote: Repository, staging: Repository, files: LocalStorage, known: KnownKeys,
+        workers: int = UPLOAD_WORKERS,
+    ) -> None:
+        self.remote = remote
         self.staging = staging
+        self.files = files
         self.known = known
         self.workers = workers
-        self.sent = 0  # bytes actually sent, over this uploader's life
+        self.sent = 0  # bytes actually sent, over this transfer's life
+        self._lock = threading.Lock()  # guards ``sent`` and the keys stored, for the worker threads
+        self._large = threading.Semaphore(_LARGE_WORKERS)
         # Called with the bytes of objects as they are sent or found stored. Read at each call,
         # so a progress bar the Syncer puts here also counts a snapshot already under way.
         self.progress: Callable[[int], None] = lambda n: None
 
-    def upload(self, digest: str) -> None:
+    def send(self, digest: str) -> None:
         """Store snapshot ``digest``'s objects that the store lacks, then its manifest.
 
         Returns at once when the manifest is known or found to be stored. Raises
         ``StagingDamaged`` when the staged manifest or an object is missing or unreadable;
         store errors propagate, and objects stored before one are remembered.
         """
-        manifest_key = Repository.manifest_key(digest)
-        if not self.known.unknown([manifest_key]):
+        manifest = self._manifest_to_send(digest)
+        if manifest is None:
             return
-        if not self.store.local_repo.has_manifest(digest) and self.store.repo.has_manifest(digest):
-            self.known.add([manifest_key])  # `studio gc` pruned the staged copy once it was uploaded
-            return
-        try:
-            manifest = self.store.local_repo.get_manifest(digest)
-        except (IntegrityError, OSError, ValueError) as exc:
-            raise StagingDamaged(f"snapshot {digest[:12]}… is damaged in staging ({exc})") from exc
-        object_keys = {d: Repository.object_key(d) for d in manifest.digests()}
-        if self.store.repo.has_manifest(digest):  # published before: its objects went first
-            self.known.add(list(object_keys.values()) + [manifest_key])
-            self.progress(manifest.size)
-            return
-        sizes = manifest.objects()
-        unknown = set(self.known.unknown(object_keys.values()))
-        todo = [d for d, key in object_keys.items() if key in unknown]
-        missing: set[str] = set()  # listed as absent: stored without asking again
-        if len(todo) > _LIST_FROM:
-            try:
-                present, missing = self._list_stored(todo)
-            except PermissionError:  # may read and write objects but not list them: ask each
-                present = set()
-            self.known.add(object_keys[d] for d in present)
-            unknown.difference_update(object_keys[d] for d in present)
-            todo = [d for d in todo if d not in present]
-        todo = self._drop_pruned(todo, object_keys, unknown, missing)
-        packs = self._pack_plan(todo, sizes, object_keys, unknown)
-        packed = {d for batch in packs for d in batch}
-        todo = [d for d in todo if d not in packed and object_keys[d] in unknown]
-        self.progress(sum(sizes[d] for d, key in object_keys.items() if key not in unknown))
+        plan = self._plan(manifest)
+        self.progress(sum(size for d, size in plan.sizes.items() if plan.keys[d] not in plan.unknown))
         stored: list[str] = []
-        lock = threading.Lock()
-        large = threading.Semaphore(_LARGE_WORKERS)
-
-        def staged(batch: list[str]) -> Iterator[tuple[str, bytes]]:
-            for digest in batch:
-                try:
-                    with open(self.staging.path_of(object_keys[digest]), "rb") as f:
-                        yield digest, f.read()
-                except FileNotFoundError:
-                    raise StagingDamaged(f"object {digest[:12]}… is missing from staging") from None
-
-        def push_pack(index: str) -> None:
-            batch = packs[int(index)]
-            self.store.repo.packs.write(staged(batch))
-            size = sum(sizes[d] for d in batch)
-            with lock:
-                self.sent += size
-                stored.extend(object_keys[d] for d in batch)
-            self.progress(size)
-
-        def push(digest: str) -> None:
-            path = self.staging.path_of(object_keys[digest])
-            if not os.path.isfile(path):
-                raise StagingDamaged(f"object {digest[:12]}… is missing from staging")
-            with large if sizes[digest] >= _LARGE else contextlib.nullcontext():
-                sent = self.store.repo.put_object_file(digest, path, assume_absent=digest in missing)
-            if sent:
-                with lock:
-                    self.sent += sizes[digest]
-            with lock:
-                stored.append(object_keys[digest])
-            self.progress(sizes[digest])
-
         try:
-            _parallel(push_pack, [str(i) for i in range(len(packs))], min(self.workers, _LARGE_WORKERS))
-            _parallel(push, todo, self.workers)
+            _parallel(lambda i: self._send_pack(plan, plan.packs[int(i)], stored),
+                      [str(i) for i in range(len(plan.packs))], min(self.workers, _LARGE_WORKERS))
+            _parallel(lambda d: self._send_object(plan, d, stored), plan.todo, self.workers)
         finally:
             self.known.add(stored)
-        self.store.repo.put_manifest(manifest)
-        self.known.add([manifest_key])
+        self.remote.put_manifest(manifest)
+        self.known.add([Repository.manifest_key(digest)])
+
+    def _manifest_to_send(self, digest: str) -> Optional[Manifest]:
+        """The staged manifest of ``digest``, or None when the store is known or found to hold it."""
+        manifest_key = Repository.manifest_key(digest)
+        if not self.known.unknown([manifest_key]):
+            return None
+        if not self.staging.has_manifest(digest) and self.remote.has_manifest(digest):
+            self.known.add([manifest_key])  # `studio gc` pruned the staged copy once it was uploaded
+            return None
+        try:
+            manifest = self.staging.get_manifest(digest)
+        except (IntegrityError, OSError, ValueError) as exc:
+            raise StagingDamaged(f"snapshot {digest[:12]}… is damaged in staging ({exc})") from exc
+        if self.remote.has_manifest(digest):  # published before: its objects went first
+            self.known.add([Repository.object_key(d) for d in manifest.digests()] + [manifest_key])
+            self.progress(manifest.size)
+            return None
+        return manifest
+
+    def _plan(self, manifest: Manifest) -> "_Plan":
+        """Which of the manifest's objects to send, and how: learnt from ``known``, a listing of
+        the store when many are unknown, the staged copies ``studio gc`` pruned, and the packs."""
+        keys = {d: Repository.object_key(d) for d in manifest.digests()}
+        sizes = manifest.objects()
+        unknown = set(self.known.unknown(keys.values()))
+        todo = [d for d, key in keys.items() if key in unknown]
+        absent: set[str] = set()
+        if len(todo) > _LIST_FROM:
+            try:
+                present, absent = self._list_stored(todo)
+            except PermissionError:  # may read and write objects but not list them: ask each
+                present = set()
+            self.known.add(keys[d] for d in present)
+            unknown.difference_update(keys[d] for d in present)
+            todo = [d for d in todo if d not in present]
+        todo = self._drop_pruned(todo, keys, unknown, absent)
+        packs = self._pack_plan(todo, sizes, keys, unknown)
+        packed = {d for batch in packs for d in batch}
+        todo = [d for d in todo if d not in packed and keys[d] in unknown]
+        return _Plan(keys, sizes, unknown, todo, packs, absent)
+
+    def _staged(self, plan: "_Plan", batch: list[str]) -> Iterator[tuple[str, bytes]]:
+        """The staged bytes of each digest of ``batch``, for a pack."""
+        for digest in batch:
+            try:
+                with open(self.files.path_of(plan.keys[digest]), "rb") as f:
+                    yield digest, f.read()
+            except FileNotFoundError:
+                raise StagingDamaged(f"object {digest[:12]}… is missing from staging") from None
+
+    def _send_pack(self, plan: "_Plan", batch: list[str], stored: list[str]) -> None:
+        """Send ``batch`` as one pack (from a worker thread); its keys go to ``stored``."""
+        self.remote.packs.write(self._staged(plan, batch))
+        size = sum(plan.sizes[d] for d in batch)
+        with self._lock:
+            self.sent += size
+            stored.extend(plan.keys[d] for d in batch)
+        self.progress(size)
+
+    def _send_object(self, plan: "_Plan", digest: str, stored: list[str]) -> None:
+        """Send one object (from a worker thread; large ones a few at a time); its key goes to ``stored``."""
+        path = self.files.path_of(plan.keys[digest])
+        if not os.path.isfile(path):
+            raise StagingDamaged(f"object {digest[:12]}… is missing from staging")
+        size = plan.sizes[digest]
+        with self._large if size >= _LARGE else contextlib.nullcontext():
+            sent = self.remote.put_object_file(digest, path, assume_absent=digest in plan.absent)
+        with self._lock:
+            if sent:
+                self.sent += size
+            stored.append(plan.keys[digest])
+        self.progress(size)
 
     def _drop_pruned(
         self, todo: list[str], object_keys: dict[str, str], unknown: set[str], listed_absent: set[str]
@@ -154,10 +192,10 @@ class SnapshotUploader:
         them again. The store has them (they went up with the previous snapshot), so this asks
         it rather than calling the run damaged; only an object neither has is.
         """
-        gone = [d for d in todo if not os.path.isfile(self.staging.path_of(object_keys[d]))]
+        gone = [d for d in todo if not os.path.isfile(self.files.path_of(object_keys[d]))]
         if not gone:
             return todo
-        repo = self.store.repo
+        repo = self.remote
         held: set[str] = set()
         lock = threading.Lock()
 
@@ -185,7 +223,7 @@ class SnapshotUploader:
         small = [d for d in todo if sizes[d] < PACK_BELOW]
         if len(small) < _PACK_FROM:
             return []
-        already = self.store.repo.packs.digests()
+        already = self.remote.packs.digests()
         present = [d for d in small if d in already]
         self.known.add(object_keys[d] for d in present)
         unknown.difference_update(object_keys[d] for d in present)
@@ -203,7 +241,7 @@ class SnapshotUploader:
         large store and few objects). A store of millions of objects is never listed whole:
         past about 16,000 objects, the folders win.
         """
-        repo = self.store.repo
+        repo = self.remote
         wanted = set(digests)
         folders = sorted({d[:2] for d in digests})
         listed = set(repo.iter_objects(folders[0]))

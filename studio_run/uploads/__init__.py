@@ -2,7 +2,7 @@
 
 ``fs_tracker.upload_file(name, path)`` stages one copy of the file and returns; worker threads
 deliver it to every destination (studio's store by default, W&B, or any ``Destination``).
-Modules, in the order a file travels: ``staging`` (names, the one copy), ``uploader`` (workers,
+Modules, in the order a file travels: ``copies`` (names, the one private copy), ``uploader`` (workers,
 retries, failures) with its bookkeeping ``names`` (which names exist) and ``upload_queue``
 (ordering, bounds, superseding), ``destination`` (the interface), ``store_destination`` and
 ``wandb_destination`` (the two shipped), ``api`` (the process-wide uploader, exit handling) and

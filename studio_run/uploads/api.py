@@ -27,21 +27,50 @@ import secrets
 import sys
 import threading
 import time
-from dataclasses import replace
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
-from ..errors import UploadError, UsageError
+from ..errors import TRANSIENT, UploadError, UsageError
 from ..origin import current_origin
+from .copies import rank
 from .destination import Destination
-from .staging import rank
 from .uploader import Uploader
+
+if TYPE_CHECKING:  # types only: importing them at run time would load the store for ``import fs_tracker``
+    from ..config import Config
 
 __all__ = ["NoUploadTarget", "current", "flush", "init", "link", "shutdown", "upload_file"]
 
 DestinationSpec = Union[Destination, str]
 
+
+@dataclass
+class _Current:
+    """This process's uploader and what its end needs to know."""
+
+    uploader: Uploader
+    pid: int  # the process that made it: a forked child makes its own
+    wait: float  # ``upload_wait``: how long exit waits for pending uploads
+    under_run: bool  # started by ``studio run`` (the runner reports and publishes)
+    proc_dir: str  # this process's folder: its private copies, pointer and status
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where this process's uploads go, from the hand-off, ``init`` or the environment."""
+
+    config: Config
+    experiment: str
+    run_id: str
+    proc_dir: str
+    under_run: bool
+
+
+_CONNECT_WAIT = 3.0  # seconds the first upload waits for a remote store to answer, as `studio run` does
 _lock = threading.RLock()
-_state: dict[str, object] = {}
+_current: Optional[_Current] = None
+_registered = False  # the exit and fork handlers, once per interpreter
+_exit_on_failure = True  # at exit outside ``studio run``, end with code 1 if files were not delivered
 
 
 class NoUploadTarget(UsageError):
@@ -65,25 +94,25 @@ def init(
     experiment are used. ``policy``, ``queue_size`` and ``wait`` override ``upload_policy``,
     ``upload_queue_size`` and ``upload_wait`` from the config.
     """
+    global _current
     with _lock:
-        previous = _state.pop("uploader", None)
-        if isinstance(previous, Uploader) and _state.get("pid") == os.getpid():
-            undelivered = previous.close(_state.get("wait"))  # type: ignore[arg-type]
+        previous, _current = _mine(), None
+        if previous is not None:
+            undelivered = previous.uploader.close(previous.wait)
             if undelivered:
                 raise UploadError(
                     f"{len(undelivered)} earlier upload(s) were not delivered: {', '.join(undelivered)}",
                     {n: UploadError(why) for n, why in undelivered.items()},
                 )
-        uploader = _create(store, experiment, destinations, policy, queue_size, wait, workers)
-        return uploader
+        return _create(store, experiment, destinations, policy, queue_size, wait, workers)
 
 
 def current() -> Uploader:
     """This process's uploader, created on first use from the hand-off or the environment."""
     with _lock:
-        uploader = _state.get("uploader")
-        if isinstance(uploader, Uploader) and _state.get("pid") == os.getpid():
-            return uploader
+        mine = _mine()
+        if mine is not None:
+            return mine.uploader
         return _create(None, None, None, None, None, None, 4)
 
 
@@ -100,43 +129,53 @@ def link(target: str, name: str, *, overwrite: bool = True) -> str:
 def flush(timeout: Optional[float] = None) -> None:
     """See ``fs_tracker.flush``."""
     with _lock:
-        uploader = _state.get("uploader")
-    if isinstance(uploader, Uploader) and _state.get("pid") == os.getpid():
-        uploader.flush(timeout)
+        mine = _mine()
+    if mine is not None:
+        mine.uploader.flush(timeout)
 
 
 def shutdown(wait: Optional[float] = None, *, report: bool = True) -> dict[str, str]:
     """Wait for pending uploads (up to ``wait``, default ``upload_wait``), close, and return the
     undelivered names with why. Runs at interpreter exit; safe to call more than once."""
+    global _current
+    with _lock:
+        mine, _current = _mine(), None
+    if mine is None:
+        return {}
+    return _close(mine, mine.wait if wait is None else wait, report)
+
+
+def _mine() -> Optional[_Current]:
+    """The uploader of this process (not one inherited through a fork), if any."""
+    return _current if _current is not None and _current.pid == os.getpid() else None
+
+
+def _close(mine: _Current, bound: float, report: bool) -> dict[str, str]:
     from .. import console
 
-    with _lock:
-        uploader = _state.pop("uploader", None)
-        mine = _state.get("pid") == os.getpid()
-        bound = _state.get("wait") if wait is None else wait
-    if not isinstance(uploader, Uploader) or not mine:
-        return {}
-    done, left = uploader.pending_bytes()
+    done, left = mine.uploader.pending_bytes()
     if left and report:
         console.info(f"waiting up to {bound:.0f} s for uploads ({console.format_size(left)} to send)")
     try:
         with console.progress("uploading files", left or None) as advance:
-            undelivered = uploader.close(bound, advance)  # type: ignore[arg-type]
+            undelivered = mine.uploader.close(bound, advance)
     except RuntimeError:  # no new threads at interpreter shutdown (Python 3.12+): no bar then
-        undelivered = uploader.close(bound)  # type: ignore[arg-type]
-    if not _state.get("under_run"):
+        undelivered = mine.uploader.close(bound)
+    if not mine.under_run:
         import shutil
 
-        shutil.rmtree(str(_state.get("proc_dir")), ignore_errors=True)
-    if undelivered and report and not _state.get("under_run"):
+        shutil.rmtree(mine.proc_dir, ignore_errors=True)
+    if undelivered and report and not mine.under_run:
         for name, why in undelivered.items():
             console.warn(f"file not delivered: {name} ({why})")
     return undelivered
 
 
 def _at_exit() -> None:
+    with _lock:
+        mine = _mine()
     undelivered = shutdown()
-    if undelivered and not _state.get("under_run") and _state.get("exit_on_failure", True):
+    if undelivered and mine is not None and not mine.under_run and _exit_on_failure:
         from .. import console
 
         console.info(f"{len(undelivered)} file(s) could not be delivered; exiting with code 1")
@@ -151,9 +190,9 @@ def _at_exit() -> None:
 
 
 def _forget_after_fork() -> None:
-    global _lock
+    global _lock, _current
     _lock = threading.RLock()
-    _state.pop("uploader", None)
+    _current = None
 
 
 def _create(
@@ -165,7 +204,33 @@ def _create(
     wait: Union[float, str, None],
     workers: int,
 ) -> Uploader:
-    from ..config import load_config, parse_duration, parse_size
+    """Build this process's uploader (called with ``_lock`` held) and register the exit handler."""
+    global _current, _registered
+    target = _target(store, experiment)
+    config = _overridden(target.config, policy, queue_size, wait)
+    os.makedirs(target.proc_dir, exist_ok=True)
+    specs = list(destinations) if destinations is not None else ["store"]
+    uploader = Uploader(
+        [_destination(spec, config, target) for spec in specs],
+        os.path.join(target.proc_dir, "staging"),
+        values={"experiment": target.experiment, "run": target.run_id, "rank": rank()},
+        queue_bytes=config.upload_queue_size,
+        policy=config.upload_policy,
+        workers=workers,
+        status_path=os.path.join(target.proc_dir, "status.json") if target.under_run else None,
+    )
+    _current = _Current(uploader, os.getpid(), config.upload_wait, target.under_run, target.proc_dir)
+    if not _registered:
+        atexit.register(_at_exit)
+        os.register_at_fork(after_in_child=_forget_after_fork)
+        _registered = True
+    return uploader
+
+
+def _target(store: Optional[str], experiment: Optional[str]) -> _Target:
+    """Where uploads go: the ``studio run`` hand-off unless ``init`` named a store or experiment,
+    else ``experiment`` or ``STUDIO_EXPERIMENT`` in a new run of the configured store."""
+    from ..config import load_config
     from ..handoff import read_handoff
 
     handoff = read_handoff() if store is None and experiment is None else None
@@ -180,65 +245,63 @@ def _create(
             upload_policy=str(settings.get("policy", config.upload_policy)),
             fsync=bool(settings.get("fsync", config.fsync)),
         )
-        experiment, run_id = handoff.experiment, handoff.run_id
         proc_dir = os.path.join(handoff.run_dir, "uploads", f"{os.getpid()}-{secrets.token_hex(3)}")
-    else:
-        experiment = experiment or os.environ.get("STUDIO_EXPERIMENT")
-        if not experiment:
-            raise NoUploadTarget(
-                "uploads need to know where files go: run the script with `studio run`, call "
-                "fs_tracker.init(store=URL, experiment=NAME), or set STUDIO_EXPERIMENT (and STUDIO_STORE)"
-            )
-        from ..refs import check_experiment_name
-        from ..store.records import new_run_id
+        return _Target(config, handoff.experiment, handoff.run_id, proc_dir, under_run=True)
+    experiment = experiment or os.environ.get("STUDIO_EXPERIMENT")
+    if not experiment:
+        raise NoUploadTarget(
+            "uploads need to know where files go: run the script with `studio run`, call "
+            "fs_tracker.init(store=URL, experiment=NAME), or set STUDIO_EXPERIMENT (and STUDIO_STORE)"
+        )
+    from ..refs import check_experiment_name
+    from ..store.records import new_run_id
 
-        check_experiment_name(experiment)
-        config = load_config(store=store)
-        run_id = new_run_id()
-        proc_dir = os.path.join(config.home, "uploads", f"{os.getpid()}-{secrets.token_hex(3)}")
+    check_experiment_name(experiment)
+    config = load_config(store=store)
+    proc_dir = os.path.join(config.home, "uploads", f"{os.getpid()}-{secrets.token_hex(3)}")
+    return _Target(config, experiment, new_run_id(), proc_dir, under_run=False)
+
+
+def _overridden(
+    config: Config, policy: Optional[str], queue_size: Union[int, str, None], wait: Union[float, str, None]
+) -> Config:
+    """``config`` with what ``init`` was given in place of the configured upload settings."""
+    from ..config import parse_duration, parse_size
+
     if policy is not None:
         config = replace(config, upload_policy=policy)
     if queue_size is not None:
         config = replace(config, upload_queue_size=parse_size(queue_size, "queue_size"))
     if wait is not None:
         config = replace(config, upload_wait=parse_duration(wait, "wait"))
-
-    os.makedirs(proc_dir, exist_ok=True)
-    specs = list(destinations) if destinations is not None else ["store"]
-    built: list[Destination] = []
-    for spec in specs:
-        if isinstance(spec, Destination):
-            built.append(spec)
-        elif spec == "store":
-            built.append(_store_destination(config, experiment, run_id, proc_dir, handoff is not None))
-        else:
-            raise UsageError(f"unknown destination {spec!r}: pass a Destination object or 'store'")
-    uploader = Uploader(
-        built,
-        os.path.join(proc_dir, "staging"),
-        values={"experiment": experiment, "run": run_id, "rank": rank()},
-        queue_bytes=config.upload_queue_size,
-        policy=config.upload_policy,
-        workers=workers,
-        status_path=os.path.join(proc_dir, "status.json") if handoff is not None else None,
-    )
-    _state.update(uploader=uploader, pid=os.getpid(), wait=config.upload_wait, under_run=handoff is not None,
-                  proc_dir=proc_dir)
-    if not _state.get("registered"):
-        atexit.register(_at_exit)
-        os.register_at_fork(after_in_child=_forget_after_fork)
-        _state["registered"] = True
-    return uploader
+    return config
 
 
-def _store_destination(config, experiment: str, run_id: str, proc_dir: str, under_run: bool):  # type: ignore[no-untyped-def]
+def _destination(spec: DestinationSpec, config: Config, target: _Target) -> Destination:
+    """A ``Destination`` as given, or studio's store for ``"store"``."""
+    if isinstance(spec, Destination):
+        return spec
+    if spec == "store":
+        return _store_destination(config, target)
+    raise UsageError(f"unknown destination {spec!r}: pass a Destination object or 'store'")
+
+
+def _store_destination(config: Config, target: _Target) -> Destination:
     from ..store.open import open_store
     from .store_destination import StoreDestination
 
-    store = open_store(config)
-    if under_run:
-        return StoreDestination(store, pointer_path=os.path.join(proc_dir, "files.json"), close_store=True)
-    return StoreDestination(store, record=_new_record(experiment, run_id), close_store=True)
+    # A store that does not answer must not fail the call: its files wait in staging. One that
+    # answers is opened now, while the script runs (an SDK cannot start at interpreter exit),
+    # and one that refuses (credentials, permission) fails the call, as it always did.
+    store = open_store(config, connect=False)
+    try:
+        store.connect(timeout=_CONNECT_WAIT)
+    except TRANSIENT:
+        pass
+    if target.under_run:
+        return StoreDestination(store, pointer_path=os.path.join(target.proc_dir, "files.json"), close_store=True,
+                                run=(target.experiment, target.run_id))
+    return StoreDestination(store, record=_new_record(target.experiment, target.run_id), close_store=True)
 
 
 def _new_record(experiment: str, run_id: str):  # type: ignore[no-untyped-def]

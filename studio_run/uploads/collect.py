@@ -24,7 +24,6 @@ from typing import Any, Optional
 from ..config import Config
 from ..errors import StudioError
 from ..objects.manifest import Entry, Manifest
-from ..objects.repository import Repository
 from ..storage.urls import redact_url
 from ..store.records import ArtifactRecord
 from ..store.store import Store
@@ -61,7 +60,7 @@ def report_undelivered(collected: "CollectedFiles") -> None:
 
 
 def uploads_dir(run_dir: str) -> str:
-    """Where the script's processes keep their staging copies and pointers."""
+    """Where the script's processes keep their private copies and pointers."""
     return os.path.join(run_dir, "uploads")
 
 
@@ -82,12 +81,13 @@ class CollectedFiles:
 def collect_files(store: Store, run_dir: str) -> CollectedFiles:
     """Read every process's pointer and status below ``run_dir`` and build the artifact.
 
-    The script's processes already put the objects and manifests in the target store. With a
-    remote store the manifest is also written to the local staging repository, where the
-    background ``Syncer`` looks for every artifact's manifest before it publishes the record;
-    finding it already in the store, it uploads nothing more.
+    The script's processes already put the objects and manifests where captures go: the
+    store itself when local; with a remote store, this machine's staging repository, where the
+    background ``Syncer`` looks for every artifact's manifest before it publishes the record
+    (what the processes could send already, it finds in the store and sends no more; what they
+    could not, because the store did not answer, goes up with the record).
     """
-    repo = store.repo
+    repo = store.local_repo
     root = uploads_dir(run_dir)
     if not os.path.isdir(root):
         return CollectedFiles()
@@ -111,14 +111,13 @@ def collect_files(store: Store, run_dir: str) -> CollectedFiles:
         return CollectedFiles(None, dict(sorted(undelivered.items())))
     try:
         if len(pointers) == 1:
-            manifest = repo.get_manifest(pointers[0]["digest"]) if store.is_remote else None
+            if store.is_remote and not repo.has_manifest(pointers[0]["digest"]):  # staged by an older studio
+                repo.put_manifest(store.repo.get_manifest(pointers[0]["digest"]))
             digest, size, count = pointers[0]["digest"], int(pointers[0]["size"]), int(pointers[0]["files"])
         else:
-            manifest = _merge(repo, pointers)
+            manifest = _merge(store, pointers)
             repo.put_manifest(manifest)
             digest, size, count = manifest.digest, manifest.size, manifest.file_count
-        if manifest is not None and store.is_remote:
-            store.local_repo.put_manifest(manifest)
     except (StudioError, OSError) as exc:  # the store went away: report, never lose the run
         for pointer in pointers:
             for name in pointer.get("names", {}):
@@ -130,12 +129,19 @@ def collect_files(store: Store, run_dir: str) -> CollectedFiles:
     return CollectedFiles(artifact, dict(sorted(undelivered.items())))
 
 
-def _merge(repo: Repository, pointers: list[dict[str, Any]]) -> Manifest:
+def _manifest(store: Store, digest: str) -> Manifest:
+    """A manifest a script's process published: staged on this machine, else in the store."""
+    if store.local_repo.has_manifest(digest):
+        return store.local_repo.get_manifest(digest)
+    return store.repo.get_manifest(digest)
+
+
+def _merge(store: Store, pointers: list[dict[str, Any]]) -> Manifest:
     """One manifest from several processes'; for a name in more than one, the latest delivery wins."""
     chosen: dict[str, tuple[float, Entry]] = {}
     for pointer in pointers:
         times = pointer.get("names", {})
-        for entry in repo.get_manifest(pointer["digest"]).entries:
+        for entry in _manifest(store, pointer["digest"]).entries:
             when = float(times.get(entry.path, 0.0))
             if entry.path not in chosen or when >= chosen[entry.path][0]:
                 chosen[entry.path] = (when, entry)

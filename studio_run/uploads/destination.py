@@ -4,7 +4,7 @@ A destination receives files the training code handed to ``fs_tracker.upload_fil
 the training code gave them. The uploader (``studio_run.uploads.uploader``) calls it from its
 worker threads and keeps these promises, so that a destination stays small:
 
-- ``path`` is a private, read-only staging copy that holds the content as it was when the
+- ``path`` is a private, read-only copy (``copies``) that holds the content as it was when the
   script called ``upload_file``. It stays in place until the call returns and is removed
   afterwards: a destination that needs the bytes later must copy or hard-link them.
 - Calls for one name never overlap and arrive in the order the script made them, so the last

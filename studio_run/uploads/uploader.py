@@ -1,7 +1,7 @@
 """The background uploader: a bounded queue of staged files and worker threads feeding destinations.
 
-How a file travels: ``upload_file`` makes one private copy in the staging folder (see
-``staging``) and queues it; worker threads hand it to every destination; when the last one
+How a file travels: ``upload_file`` makes one private copy in the copies folder (see
+``copies``) and queues it; worker threads hand it to every destination; when the last one
 is done the copy is deleted. The script's thread never waits for a network.
 
 This module holds the threads and the promises to the script; the bookkeeping they share
@@ -35,9 +35,9 @@ from typing import Callable, Optional
 
 from ..background import yield_to_script
 from ..errors import TRANSIENT, UploadError
+from .copies import clone_or_copy, expand_name
 from .destination import Destination
 from .names import NameTable
-from .staging import clone_or_copy, expand_name
 from .upload_queue import UploadQueue, Version
 
 __all__ = ["POLICIES", "Uploader"]
@@ -65,7 +65,7 @@ class Uploader:
     def __init__(
         self,
         destinations: list[Destination],
-        staging_dir: str,
+        copies_dir: str,
         *,
         values: Optional[dict[str, str]] = None,
         queue_bytes: int = 2 << 30,
@@ -80,13 +80,13 @@ class Uploader:
         if not destinations:
             raise ValueError("an uploader needs at least one destination")
         self.destinations = list(destinations)
-        self.staging_dir = staging_dir
+        self.copies_dir = copies_dir
         self.values = dict(values or {})
         self.policy = policy
         self.status_path = status_path
         self.attempts = max(1, attempts)
         self.retry_delay = retry_delay
-        os.makedirs(staging_dir, exist_ok=True)
+        os.makedirs(copies_dir, exist_ok=True)
 
         self._cond = threading.Condition()
         self._file_ids = itertools.count()
@@ -137,7 +137,7 @@ class Uploader:
                     raise
             staged = None
             if targets:
-                staged = os.path.join(self.staging_dir, f"{next(self._file_ids):08d}")
+                staged = os.path.join(self.copies_dir, f"{next(self._file_ids):08d}")
                 try:
                     clone_or_copy(fd, staged, st.st_size)
                 except BaseException:
@@ -227,7 +227,7 @@ class Uploader:
                         self._failures.setdefault(name, failure)
         undelivered = self.undelivered()
         self._write_status(force=True, final=True)
-        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        shutil.rmtree(self.copies_dir, ignore_errors=True)
         return undelivered
 
     def undelivered(self) -> dict[str, str]:

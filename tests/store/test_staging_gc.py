@@ -246,3 +246,67 @@ def test_gc_says_what_it_pruned_on_this_machine(tmp_path, spy, opened, monkeypat
         err = capsys.readouterr().err
         assert f"on this machine {verb} {len(FILES) + 1} staged files" in err, err
     assert _staged(opened(home, spy)) == {}
+
+
+def test_gc_waits_for_a_capture_in_progress_and_keeps_what_it_is_about_to_make_pending(
+    tmp_path, spy, opened  # noqa: F811
+):
+    # The capture writes its objects and manifest before its record is pending. gc --grace 0
+    # started in between must neither see them unheld nor take them.
+    import threading
+
+    store = opened(tmp_path / "a", spy)
+    spy.refuse_writes = True  # staging holds the only copy
+    record = RunRecord(experiment="race", run_id=new_run_id())
+    results: list = []
+    with store.capturing(record):
+        result = _capture(store, _tree(tmp_path / "w", FILES), StatCache(None))
+        gc = threading.Thread(target=lambda: results.append(collect_garbage(store, grace=0)))
+        gc.start()
+        gc.join(0.5)
+        assert gc.is_alive() and results == []  # waiting for the capture, deleting nothing
+        record.artifacts["w"] = _as_record("race", record.run_id, "w", result).artifacts["w"]
+    gc.join(60)
+    assert not gc.is_alive() and results[0].local.objects_removed == 0
+    live = _keys(store, result.digest)
+    assert live <= set(_staged(store))
+
+    store.publish(record, final=True)  # pending now; the hold gives way to the journal
+    assert collect_garbage(store, grace=0).local.objects_removed == 0
+    assert live <= set(_staged(store))
+    spy.refuse_writes = False
+    assert store.syncer().finish(10) is True
+    assert spy.violations == []
+    reader = opened(tmp_path / "b", spy)
+    manifest = reader.repo.get_manifest(result.digest)
+    assert {e.path: reader.repo.read_object(e.digest) for e in manifest.entries} == FILES
+
+
+def test_a_capture_not_yet_published_stays_held_until_its_final_publish(tmp_path, spy, opened):  # noqa: F811
+    store = opened(tmp_path / "a", spy)
+    record = RunRecord(experiment="held", run_id=new_run_id())
+    with store.capturing(record):  # a capture with publish=False: its record comes later
+        result = _capture(store, _tree(tmp_path / "w", FILES), StatCache(None))
+        record.artifacts["w"] = _as_record("held", record.run_id, "w", result).artifacts["w"]
+    live = _keys(store, result.digest)
+
+    assert collect_garbage(store, grace=0).local.objects_removed == 0
+    assert live <= set(_staged(store))
+    store.publish(record, final=True)
+    assert store.syncer().finish(10) is True
+    assert os.listdir(os.path.join(store.local_repo.storage.root, "holds")) == [".lock"]
+    local = collect_garbage(store, grace=0).local
+    assert local.objects_removed == len(FILES) and not live & set(_staged(store))  # uploaded: prunable now
+
+
+def test_gc_gives_up_on_staging_while_captures_keep_writing(tmp_path, spy, opened, monkeypatch):  # noqa: F811
+    from studio_run.store import staging_gc
+
+    monkeypatch.setattr(staging_gc, "_WRITERS_WAIT", 0.1)
+    store = opened(tmp_path / "a", spy)
+    _published(store, "old", {"w": _tree(tmp_path / "w", FILES)})
+    staged = _staged(store)
+    with store.capturing(RunRecord(experiment="busy", run_id=new_run_id())):
+        local = collect_garbage(store, grace=0).local
+    assert local.busy and "run `studio gc` again later" in local.unreadable
+    assert local.objects_removed == 0 and _staged(store) == staged

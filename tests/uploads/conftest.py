@@ -24,7 +24,7 @@ def studio_home(tmp_path, monkeypatch):
 @pytest.fixture(autouse=True)
 def _no_uploader_left():
     """Close this process's uploader after each test; never let the exit handler end pytest."""
-    api._state["exit_on_failure"] = False
+    api._exit_on_failure = False
     yield
     api.shutdown(5, report=False)
 

@@ -210,7 +210,7 @@ def test_policy_latest_keeps_only_the_newest_queued_version(make, tmp_path):
     contents = [f"version {i}".encode() * 20 for i in range(6)]
     for content in contents:  # 200 bytes each: v0 is in flight, v1..v5 queue and supersede
         uploader.upload_file("latest.pt", _write(tmp_path / "src", content))
-    staged = os.listdir(uploader.staging_dir)
+    staged = os.listdir(uploader.copies_dir)
     assert len(staged) <= 2  # the one being sent and the newest
     gate.set()
     uploader.flush(10)
@@ -260,7 +260,7 @@ def test_close_reports_what_is_still_pending_when_the_wait_ends(make, tmp_path):
     gate.set()
     assert list(undelivered) == ["slow.bin"]
     assert "pending" in undelivered["slow.bin"]
-    assert not os.path.exists(uploader.staging_dir)
+    assert not os.path.exists(uploader.copies_dir)
     with pytest.raises(RuntimeError):
         uploader.upload_file("late", _write(tmp_path / "b", b"b"))
 
@@ -302,13 +302,13 @@ def test_staging_holds_one_copy_and_is_emptied_after_delivery(make, tmp_path):
     uploader = make(Recording(gate))
     src = _write(tmp_path / "a", b"q" * 4096)
     uploader.upload_file("a", src)
-    staged = [os.path.join(uploader.staging_dir, n) for n in os.listdir(uploader.staging_dir)]
+    staged = [os.path.join(uploader.copies_dir, n) for n in os.listdir(uploader.copies_dir)]
     assert len(staged) == 1 and os.path.getsize(staged[0]) == 4096
     assert not os.access(staged[0], os.W_OK) or os.geteuid() == 0  # read-only (root ignores modes)
     assert os.stat(staged[0]).st_mode & 0o222 == 0
     gate.set()
     uploader.flush(10)
-    assert os.listdir(uploader.staging_dir) == []
+    assert os.listdir(uploader.copies_dir) == []
 
 
 def test_destinations_are_flushed_when_the_queue_drains(make, tmp_path):

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from studio_run.uploads import staging
-from studio_run.uploads.staging import clone_or_copy, expand_name, rank
+from studio_run.uploads import copies
+from studio_run.uploads.copies import clone_or_copy, expand_name, rank
 
 VALUES = {"experiment": "mnist", "run": "20261122T1-abc", "rank": "3"}
 
@@ -61,8 +61,8 @@ def test_copy_holds_the_bytes_and_says_how(tmp_path):
 
 
 def test_copy_falls_back_to_reading_when_the_kernel_cannot_help(tmp_path, monkeypatch):
-    monkeypatch.setattr(staging, "_clone", lambda src, out: "")
-    monkeypatch.setattr(staging, "_copy_range", lambda src, out, size: "")
+    monkeypatch.setattr(copies, "_clone", lambda src, out: "")
+    monkeypatch.setattr(copies, "_copy_range", lambda src, out, size: "")
     data = os.urandom(100_000)
     dest, how = _copy(tmp_path, data)
     assert how == "read" and open(dest, "rb").read() == data

@@ -1,5 +1,10 @@
 """The caller's side of an upload: a checked remote name and one private copy of the file.
 
+"Copies" here are the uploads' own: one file per ``upload_file`` call, in the process's
+``<proc_dir>/staging/`` folder (the folder keeps its name on disk), deleted once delivered. They
+are not the store's staging folder (``$STUDIOML_HOME/staging/<store id>``), where captures for a
+remote store wait to be sent (``studio_run.store``).
+
 Why a copy at all: the script may overwrite, truncate or delete its file the moment
 ``upload_file`` returns, and the upload must carry the content as it was at the call. Why only
 one: the copy is the only work done on the caller's thread. It is a reflink (``FICLONE``,
