@@ -4,7 +4,8 @@
 
 Generates its own data in a temporary folder, runs every contender of each workload on the same
 data, alternating contenders between repetitions, and writes ``latest.md`` and ``latest.json``
-to ``--out`` (default ``benchmarks/results``). Exit code 1 when a contender failed to run (a
+to ``--out`` (default ``benchmarks/results``, the committed full run; with ``--quick`` a scratch
+folder in the system's temporary folder, so a quick run never overwrites it). Exit code 1 when a contender failed to run (a
 missed goal is a result, not a failure); a baseline that is not installed is listed as such.
 """
 
@@ -28,6 +29,7 @@ from suite import WORKLOADS, Data, Workload, summarize  # noqa: E402
 from workloads import FULL, QUICK, Scale, describe  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+QUICK_RESULTS = os.path.join(tempfile.gettempdir(), "studio-bench-quick")  # never the committed full run
 
 
 def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -35,7 +37,9 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="1/8 of the data, 3 repetitions, only the rows the goals compare: under 2 minutes")
     p.add_argument("--only", metavar="IDS", help="comma-separated workloads, e.g. W1,W3")
-    p.add_argument("--out", metavar="DIR", default=RESULTS, help="where latest.md/.json go (%(default)s)")
+    p.add_argument("--out", metavar="DIR",
+                   help=f"where latest.md/.json go (default {RESULTS}; with --quick {QUICK_RESULTS}, so a quick "
+                        "run never overwrites the committed full run)")
     p.add_argument("--reps", type=int, help="repetitions per contender (default 5, quick 3; at least 3)")
     p.add_argument("--tools", metavar="VENV", help="environment with the baselines (default ~/.cache/studio-bench)")
     p.add_argument("--workdir", metavar="DIR", help="where the temporary data folder is made")
@@ -51,6 +55,8 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
         p.error(f"unknown workload {unknown[0]}; choose from {', '.join(sorted(known))}")
     if args.reps is not None and args.reps < 3:
         p.error("--reps must be at least 3")
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
     return args
 
 
@@ -216,6 +222,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.update:
         result = _merged(args.out, result)
     print(report.write(args.out, result))
+    print(f"wrote {os.path.join(args.out, 'latest.md')} and latest.json", file=sys.stderr)
     failed = [c["label"] for w in results for c in w["contenders"] if c["status"] == "failed"]
     if failed:
         print(f"failed: {', '.join(failed)} (see the table)", file=sys.stderr)

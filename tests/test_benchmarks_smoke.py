@@ -38,3 +38,23 @@ def test_quick_w3_runs_and_stores_no_content(tmp_path) -> None:
     assert len(studio["samples"]) == 3
     assert [s["content"] for s in studio["samples"]] == [0, 0, 0]
     assert not [p for p in os.listdir(tmp_path) if p.startswith("studio-bench-")]  # the data was removed
+
+
+
+def _default_out(*args: str) -> str:
+    """Where ``run.py ARGS`` would write its tables (asked in a child: run.py's modules stay out of ours)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import run; "
+            "print(run._parse(sys.argv[2:]).out)")
+    proc = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "benchmarks"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+def test_quick_run_writes_to_a_scratch_folder_unless_told(tmp_path) -> None:
+    committed = os.path.join(ROOT, "benchmarks", "results")
+    assert _default_out() == committed
+    quick = os.path.realpath(_default_out("--quick"))
+    assert quick != os.path.realpath(committed)
+    assert not quick.startswith(os.path.realpath(ROOT) + os.sep)
+    assert _default_out("--quick", "--out", str(tmp_path)) == str(tmp_path)
