@@ -25,6 +25,10 @@ def _secs(s: float) -> str:
     return f"{s:.3f}" if s < 10 else f"{s:.2f}"
 
 
+def _cpu(summary: dict[str, float]) -> str:
+    return f"{summary['cpu']:.2f}" if "cpu" in summary else "-"  # rows from runs before CPU was recorded
+
+
 def render(result: dict[str, Any]) -> str:
     """The markdown report: machine, goals, then one table per workload."""
     out = [
@@ -53,17 +57,17 @@ def render(result: dict[str, Any]) -> str:
     for w in result["workloads"]:
         when = f" Measured {w['measured']['started']}." if result.get("updated") and "measured" in w else ""
         out += [f"### {w['id']}: {w['title']}", "", w["data"] + when, ""]
-        out += ["| contender | median s | min s | max s | written | content | peak RSS | studio / this |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += ["| contender | median s | min s | max s | written | content | peak RSS | CPU s | studio / this |",
+                "|---|---|---|---|---|---|---|---|---|"]
         primary = next((c["summary"] for c in w["contenders"] if c["label"] == w["primary"] and c["summary"]), None)
         for c in w["contenders"]:
             s = c["summary"]
             if not s:
-                out.append(f"| {c['label']} | {c['status']}: {c['reason']} | | | | | | |")
+                out.append(f"| {c['label']} | {c['status']}: {c['reason']} | | | | | | | |")
                 continue
             ratio = f"{primary['seconds'] / s['seconds']:.2f}" if primary and c["label"] != w["primary"] else ""
             out.append(f"| {c['label']} | {_secs(s['seconds'])} | {_secs(s['min'])} | {_secs(s['max'])} | "
-                       f"{_size(s['written'])} | {_size(s['content'])} | {_size(s['peak_rss'])} | {ratio} |")
+                       f"{_size(s['written'])} | {_size(s['content'])} | {_size(s['peak_rss'])} | {_cpu(s)} | {ratio} |")
         out += [""] + [f"- {n}" for n in w["notes"]] + ([""] if w["notes"] else [])
     out += ["## How it was measured", ""] + [f"- {m}" for m in result["method"]] + [""]
     return "\n".join(out)

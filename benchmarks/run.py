@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a scrip
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/servers.py
 
 import report  # noqa: E402
+from backup_tools import tool_version  # noqa: E402
 from contenders import S3, Contender, Ctx, Tools, remove  # noqa: E402
 from measure import CommandFailed, CpuClock, Sample, can_drop_caches, drop_caches, machine_description, run_command  # noqa: E402
 from suite import WORKLOADS, Data, Workload, summarize  # noqa: E402
@@ -69,9 +70,10 @@ def _measure(c: Contender, cold: bool, log: str) -> Sample:
     else:
         os.sync()  # a timed sync must flush only what the contender wrote
     written0, content0 = c.usage()
-    wall, peak, reported = run_command(c.command(), log)
+    wall, peak, reported, cpu = run_command(c.command(), log)
     written1, content1 = c.usage()
-    return Sample(reported if reported is not None else wall, wall, written1 - written0, content1 - content0, peak)
+    return Sample(reported if reported is not None else wall, wall, written1 - written0, content1 - content0, peak,
+                  cpu)
 
 
 def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data, workdir: str,
@@ -180,6 +182,7 @@ def _versions(tools: Tools) -> dict[str, str]:
     base = {"studio-run": here("studio-run"), "blake3": here("blake3"), "tar": tar}
     base.update({f"{n} (baselines)": tools.version(n) for n in ("dvc", "dvc-s3", "mlflow", "boto3")})
     base["moto (S3 server)"] = here("moto")
+    base.update({f"{n} (apt)": tool_version(n) for n in ("restic", "borg")})
     return base
 
 
