@@ -53,6 +53,11 @@ def render(result: dict[str, Any]) -> str:
         for g in w["goals"]:
             met = {True: "yes", False: "**no**", None: "n/a"}[g["met"]]
             out.append(f"| {w['id']} | {w['title']} | {g['text']} | {g['shown']} | {met} |")
+    for g in result.get("w9", {}).get("goals", []):
+        met = {True: "yes", False: "**no**", None: "n/a"}[g["met"]]
+        out.append(f"| W9 | growth with the file count | {g['text']} | {g['shown']} | {met} |")
+    if result.get("w9"):
+        out += _w9(result["w9"])
     out += ["", "## Results", ""]
     for w in result["workloads"]:
         when = f" Measured {w['measured']['started']}." if result.get("updated") and "measured" in w else ""
@@ -71,6 +76,26 @@ def render(result: dict[str, Any]) -> str:
         out += [""] + [f"- {n}" for n in w["notes"]] + ([""] if w["notes"] else [])
     out += ["## How it was measured", ""] + [f"- {m}" for m in result["method"]] + [""]
     return "\n".join(out)
+
+
+def _w9(summary: dict[str, Any]) -> list[str]:
+    """W9's curves: the plot, then each row's points and fitted per-file cost."""
+    sizes = summary["sizes"]
+    out = ["", "## W9: time and memory against the number of files", "",
+           "![W9: median time and peak RSS against the file count](w9.png)", "",
+           "Per-file cost: slope of a least-squares line through the medians (µs per file; memory: bytes "
+           "per file); fixed cost: its intercept. Sections W9/N/PHASE below hold every sample.", "",
+           "| phase | contender | " + " | ".join(f"{n:,} files" for n in sizes)
+           + " | µs per file | fixed s | peak RSS | RSS bytes per file |",
+           "|---|---|" + "---|" * len(sizes) + "---|---|---|---|"]
+    for r in summary["rows"]:
+        cells = [_secs(r["seconds"][r["sizes"].index(n)]) if n in r["sizes"] else "" for n in sizes]
+        slope = f"{r['slope'] * 1e6:.1f}" if "slope" in r else ""
+        fixed = f"{r['intercept']:.2f}" if "intercept" in r else ""
+        rss = " / ".join(_size(v) for v in r["peak_rss"])
+        per = f"{r['rss_slope']:.0f}" if "rss_slope" in r else ""
+        out.append(f"| {r['phase']} | {r['label']} | " + " | ".join(cells) + f" | {slope} | {fixed} | {rss} | {per} |")
+    return out
 
 
 def write(out_dir: str, result: dict[str, Any]) -> str:

@@ -64,6 +64,7 @@ class Workload:
     per_rep: Optional[Callable[[Ctx, "Data", Scale, int], None]] = None
     s3: bool = False
     quick_reps: bool = True  # repetitions: scale.reps (or scale.noop_reps when False)
+    quick_all_rows: bool = False  # --quick runs every row, not only those the goals compare (W9's curves)
     notes: list[str] = field(default_factory=list)
 
 
