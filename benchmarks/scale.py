@@ -251,17 +251,25 @@ def _linear_goal(phase: str, label: str, row: Optional[dict[str, Any]]) -> dict[
     xs, ys = row["sizes"], row["seconds"]
     first = (ys[1] - ys[0]) / (xs[1] - xs[0])
     last = (ys[-1] - ys[-2]) / (xs[-1] - xs[-2])
-    value = last / first if first > 0 else float("inf")
+    if first <= 0 or last <= 0:
+        return {"text": text, "value": None, "limit": LINEAR, "met": None,
+                "shown": f"not meaningful: a slope is not positive ({last * 1e6:.1f} / {first * 1e6:.1f} µs per file; "
+                         "the sizes are too close for the noise)"}
+    value = last / first
     return {"text": text, "value": value, "limit": LINEAR, "met": value <= LINEAR,
             "shown": f"{value:.2f} x ({last * 1e6:.1f} / {first * 1e6:.1f} µs per file)"}
 
 
 def _slope_goal(phase: str, mine: str, theirs: str, a: Optional[dict[str, Any]],
                 b: Optional[dict[str, Any]]) -> dict[str, Any]:
-    text = f"{phase}: {mine}'s per-file cost <= {theirs}'s"
+    text = f"{phase}: per-file cost of {mine} <= of {theirs}"
     if not a or not b or "slope" not in a or "slope" not in b:
         return {"text": text, "value": None, "limit": 1.0, "met": None, "shown": "not measured: needs 2 sizes of both"}
-    value = a["slope"] / b["slope"] if b["slope"] > 0 else float("inf")
+    if a["slope"] <= 0 or b["slope"] <= 0:
+        return {"text": text, "value": None, "limit": 1.0, "met": None,
+                "shown": f"not meaningful: a slope is not positive ({a['slope'] * 1e6:.1f} / {b['slope'] * 1e6:.1f} "
+                         "µs per file; the sizes are too close for the noise)"}
+    value = a["slope"] / b["slope"]
     return {"text": text, "value": value, "limit": 1.0, "met": value <= 1.0,
             "shown": f"{value:.2f} x ({a['slope'] * 1e6:.1f} / {b['slope'] * 1e6:.1f} µs per file)"}
 
