@@ -1,6 +1,7 @@
 """Compare studio with what people use instead, on one machine, in one run.
 
     python benchmarks/run.py [--quick] [--only W1,W3] [--out DIR] [--reps N] [--tools VENV]
+                             [--w9-sizes 10000,100000] [--w9-large-mib MIB]
 
 Generates its own data in a temporary folder, runs every contender of each workload on the same
 data, alternating contenders between repetitions, and writes ``latest.md`` and ``latest.json``

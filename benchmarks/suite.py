@@ -1,4 +1,5 @@
-"""The eight workloads of issue 5: who runs in each, on what data, and the goals studio must meet.
+"""Workloads W1-W8 (issue 5; restic and borg joined in issue 10): who runs in each, on what data,
+and the goals studio must meet. W9, the scale curves, is in ``scale.py``.
 
 Goals compare studio's median with a baseline's median (``ratio``, lower is better), with a
 fixed number of seconds (``seconds``), with another contender's median (``delta``: what studio
