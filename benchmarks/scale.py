@@ -29,7 +29,7 @@ from measure import Cmd
 from suite import Goal, Workload
 from workloads import NOOP_SCRIPT, MiB, Scale, write_script
 
-__all__ = ["LINEAR", "PHASES", "StudioGet", "fit", "make_tree", "phases", "summary"]
+__all__ = ["LINEAR", "PHASES", "StudioGet", "fit", "make_tree", "phases", "run_w9", "summary"]
 
 LINEAR = 1.25  # slope between the two largest sizes over slope between the two smallest, at most
 RSS_LIMIT = 200 * MiB
@@ -210,7 +210,8 @@ def _series(results: list[dict[str, Any]], phase: str, label: str, key: str) -> 
 
 def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Slopes and intercepts of every row's time and memory, and W9's goals across sizes."""
-    rows, goals = [], []
+    rows: list[dict[str, Any]] = []
+    goals: list[dict[str, Any]] = []
     for w in results:
         phase = w["id"].split("/")[2]
         for c in w["contenders"]:
