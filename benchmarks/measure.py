@@ -61,6 +61,7 @@ class Sample:
     written: int  # growth of the destination's disk usage, bytes
     content: int  # of which content objects (studio's objects/; the whole output for baselines)
     peak_rss: int  # bytes
+    cpu: float = 0.0  # user + system CPU seconds of the command and every descendant it waited for
 
     def to_dict(self) -> dict[str, float | int]:
         """JSON-ready form."""
@@ -71,8 +72,11 @@ class CommandFailed(RuntimeError):
     """A timed command exited non-zero or timed out; the message has the tail of its output."""
 
 
-def run_command(cmd: Cmd, log_path: str, timeout: float = 1800.0) -> tuple[float, int, Optional[float]]:
-    """Run ``cmd`` to completion; return ``(wall seconds, peak RSS bytes, reported seconds)``.
+def run_command(cmd: Cmd, log_path: str, timeout: float = 1800.0) -> tuple[float, int, Optional[float], float]:
+    """Run ``cmd`` to completion; return ``(wall seconds, peak RSS bytes, reported seconds, CPU seconds)``.
+
+    CPU seconds are user + system time from ``wait4``: the command's and every descendant's it
+    waited for (GNU time's own share is a millisecond or so).
 
     Output goes to ``log_path`` (appended). The child gets its own session so that a timeout
     ends it and everything it started, by its process group id, and nothing else.
@@ -107,7 +111,7 @@ def run_command(cmd: Cmd, log_path: str, timeout: float = 1800.0) -> tuple[float
     if _TIME:
         with open(rss) as f:
             peak_kib = int(f.read().split()[-1])
-    return wall, peak_kib * 1024, reported
+    return wall, peak_kib * 1024, reported, usage.ru_utime + usage.ru_stime
 
 
 def _kill_group(pid: int) -> None:

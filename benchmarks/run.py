@@ -1,10 +1,12 @@
 """Compare studio with what people use instead, on one machine, in one run.
 
     python benchmarks/run.py [--quick] [--only W1,W3] [--out DIR] [--reps N] [--tools VENV]
+                             [--w9-sizes 10000,100000] [--w9-large-mib MIB]
 
 Generates its own data in a temporary folder, runs every contender of each workload on the same
 data, alternating contenders between repetitions, and writes ``latest.md`` and ``latest.json``
-to ``--out`` (default ``benchmarks/results``). Exit code 1 when a contender failed to run (a
+to ``--out`` (default ``benchmarks/results``, the committed full run; with ``--quick`` a scratch
+folder in the system's temporary folder, so a quick run never overwrites it). Exit code 1 when a contender failed to run (a
 missed goal is a result, not a failure); a baseline that is not installed is listed as such.
 """
 
@@ -16,18 +18,22 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # run as a script from anywhere
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/servers.py
 
 import report  # noqa: E402
+from backup_tools import tool_version  # noqa: E402
 from contenders import S3, Contender, Ctx, Tools, remove  # noqa: E402
 from measure import CommandFailed, CpuClock, Sample, can_drop_caches, drop_caches, machine_description, run_command  # noqa: E402
+from scale import PHASES, run_w9, summary  # noqa: E402
 from suite import WORKLOADS, Data, Workload, summarize  # noqa: E402
-from workloads import FULL, QUICK, Scale, describe  # noqa: E402
+from workloads import FULL, QUICK, MiB, Scale, describe  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+QUICK_RESULTS = os.path.join(tempfile.gettempdir(), "studio-bench-quick")  # never the committed full run
 
 
 def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -35,23 +41,43 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="1/8 of the data, 3 repetitions, only the rows the goals compare: under 2 minutes")
     p.add_argument("--only", metavar="IDS", help="comma-separated workloads, e.g. W1,W3")
-    p.add_argument("--out", metavar="DIR", default=RESULTS, help="where latest.md/.json go (%(default)s)")
+    p.add_argument("--out", metavar="DIR",
+                   help=f"where latest.md/.json go (default {RESULTS}; with --quick {QUICK_RESULTS}, so a quick "
+                        "run never overwrites the committed full run)")
     p.add_argument("--reps", type=int, help="repetitions per contender (default 5, quick 3; at least 3)")
     p.add_argument("--tools", metavar="VENV", help="environment with the baselines (default ~/.cache/studio-bench)")
     p.add_argument("--workdir", metavar="DIR", help="where the temporary data folder is made")
     p.add_argument("--no-drop-caches", action="store_true", help="keep the page cache between repetitions")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
+    p.add_argument("--w9-sizes", metavar="N,N", type=_sizes,
+                   help="W9's file counts, e.g. 10000,100000 (default 10000,100000,300000; quick 1000,2000,4000)")
+    p.add_argument("--w9-large-mib", metavar="MIB", type=int,
+                   help="size of each of W9's 4 large files (default W1's: 192, quick 24; 0: none)")
     p.add_argument("--update", action="store_true",
                    help="replace only the workloads run now in the existing latest.json/.md (re-run some rows)")
     args = p.parse_args(argv)
-    known = {w.id for w in WORKLOADS}
+    known = {w.id for w in WORKLOADS} | {"W9"}
     args.ids = [i.strip().upper() for i in args.only.split(",")] if args.only else sorted(known)
     unknown = sorted(set(args.ids) - known)
     if unknown:
         p.error(f"unknown workload {unknown[0]}; choose from {', '.join(sorted(known))}")
     if args.reps is not None and args.reps < 3:
         p.error("--reps must be at least 3")
+    if args.w9_large_mib is not None and args.w9_large_mib < 0:
+        p.error("--w9-large-mib must be 0 or more")
+    if args.out is None:
+        args.out = QUICK_RESULTS if args.quick else RESULTS
     return args
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give file counts separated by commas, e.g. 10000,100000")
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one file count of 1 or more")
+    return sorted(set(sizes))
 
 
 def _measure(c: Contender, cold: bool, log: str) -> Sample:
@@ -63,9 +89,10 @@ def _measure(c: Contender, cold: bool, log: str) -> Sample:
     else:
         os.sync()  # a timed sync must flush only what the contender wrote
     written0, content0 = c.usage()
-    wall, peak, reported = run_command(c.command(), log)
+    wall, peak, reported, cpu = run_command(c.command(), log)
     written1, content1 = c.usage()
-    return Sample(reported if reported is not None else wall, wall, written1 - written0, content1 - content0, peak)
+    return Sample(reported if reported is not None else wall, wall, written1 - written0, content1 - content0, peak,
+                  cpu)
 
 
 def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data, workdir: str,
@@ -87,7 +114,7 @@ def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data
     runnable = []
     for c in contenders:
         reason = s3_missing or c.missing()
-        if quick and c.label not in compared:
+        if quick and c.label not in compared and not w.quick_all_rows:
             reason = "--quick runs only the rows the goals compare"
         rows[c.label] = {"label": c.label, "status": "skipped" if reason else "ok", "reason": reason or "",
                          "samples": [], "summary": None}
@@ -128,6 +155,8 @@ def _run_workload(w: Workload, scale: Scale, reps: int, tools: Tools, data: Data
         if row["samples"]:
             row["summary"] = summarize(row["samples"])
     result = _workload_result(w, scale, reps, rows, cold=w.cold and drop)
+    if any(c.cold for c in contenders) and not drop:
+        result["notes"].append("The page cache could not be dropped here: the cold rows ran warm.")
     others, elapsed = clock.others(), time.time() - began
     result["other_cpu_seconds"] = round(others, 1)
     result["notes"].append(f"Other processes (other sessions, kernel write-back) used {others:.0f} CPU-seconds of "
@@ -156,8 +185,23 @@ def _workload_result(w: Workload, scale: Scale, reps: int, rows: dict[str, dict[
         if s and abs(s["wall"] - s["seconds"]) > 0.01:
             notes.append(f"{row['label']}: seconds as reported by the command itself; its median wall time, "
                          f"start to exit, was {s['wall']:.2f} s.")
-    return {"id": w.id, "title": w.title, "primary": w.primary, "reps": reps, "data": describe(scale)[w.id],
+    return {"id": w.id, "title": w.title, "primary": w.primary, "reps": reps,
+            "data": _data_text(w.id, scale),
             "contenders": list(rows.values()), "goals": goals, "notes": notes}
+
+
+def _data_text(wid: str, scale: Scale) -> str:
+    parts = wid.split("/")  # W9's phases: W9/FILES/PHASE
+    text = describe(scale)[parts[0]]
+    return text.replace("N random", f"{int(parts[1]):,} random") if len(parts) == 3 else text
+
+
+def _order(w: dict[str, Any]) -> tuple[str, int, int]:
+    """W1 ... W8, then W9's phases by size, in the order they run."""
+    parts = w["id"].split("/")
+    if len(parts) != 3:
+        return (parts[0], 0, 0)
+    return (parts[0], int(parts[1]), PHASES.index(parts[2]) if parts[2] in PHASES else 99)
 
 
 def _versions(tools: Tools) -> dict[str, str]:
@@ -174,6 +218,7 @@ def _versions(tools: Tools) -> dict[str, str]:
     base = {"studio-run": here("studio-run"), "blake3": here("blake3"), "tar": tar}
     base.update({f"{n} (baselines)": tools.version(n) for n in ("dvc", "dvc-s3", "mlflow", "boto3")})
     base["moto (S3 server)"] = here("moto")
+    base.update({f"{n} (apt)": tool_version(n) for n in ("restic", "borg")})
     return base
 
 
@@ -197,6 +242,19 @@ def main(argv: Optional[list[str]] = None) -> int:
                 results.append(_run_workload(w, scale, n, tools, data, workdir, drop, args.quick))
                 results[-1]["seconds"] = round(time.time() - began, 1)
                 print(f"{w.id} done in {results[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+        if "W9" in args.ids:
+            w9_reps = args.reps or scale.w9_reps
+            w9_scale = scale if args.w9_large_mib is None else replace(scale, big_size=args.w9_large_mib * MiB)
+
+            def phase(w: Workload, _tree: str) -> dict[str, Any]:
+                began = time.time()
+                done = _run_workload(w, w9_scale, w9_reps, tools, data, workdir, drop, args.quick)
+                done["seconds"] = round(time.time() - began, 1)
+                print(f"{w.id} done in {done['seconds']:.0f} s", file=sys.stderr, flush=True)
+                return done
+
+            results += run_w9(args.w9_sizes or list(scale.w9_sizes), w9_scale, workdir, phase,
+                              lambda text: print(text, file=sys.stderr, flush=True))
     finally:
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
@@ -210,16 +268,35 @@ def main(argv: Optional[list[str]] = None) -> int:
         "machine": machine_description(args.workdir or tempfile.gettempdir(), _versions(tools)),
         "scale": scale.__dict__, "drop_caches": drop, "workloads": results, "method": _method(drop),
     }
+    w9 = [w for w in results if w["id"].startswith("W9/")]
+    if w9:
+        result["w9"] = summary(w9)
     stamp = {"command": result["command"], "started": result["started"]}
     for done in results:
         done["measured"] = stamp
     if args.update:
         result = _merged(args.out, result)
     print(report.write(args.out, result))
+    if result.get("w9"):
+        print(_plot(args.out, tools), file=sys.stderr)
+    print(f"wrote {os.path.join(args.out, 'latest.md')} and latest.json", file=sys.stderr)
     failed = [c["label"] for w in results for c in w["contenders"] if c["status"] == "failed"]
     if failed:
         print(f"failed: {', '.join(failed)} (see the table)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _plot(out: str, tools: Tools) -> str:
+    """Draw ``out/w9.png`` with an interpreter that has matplotlib (this one, else the baselines')."""
+    import subprocess
+
+    script, png = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plot.py"), os.path.join(out, "w9.png")
+    for python in dict.fromkeys([sys.executable, tools.python]):
+        has = subprocess.run([python, "-c", "import matplotlib"], capture_output=True).returncode == 0
+        if has:
+            done = subprocess.run([python, script, os.path.join(out, "latest.json"), png], capture_output=True, text=True)
+            return f"drew {png}" if done.returncode == 0 else f"plot failed: {done.stderr.strip()[-500:]}"
+    return "no plot: matplotlib is not installed (pip install -r benchmarks/requirements.txt)"
 
 
 def _merged(out: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -238,7 +315,11 @@ def _merged(out: str, result: dict[str, Any]) -> dict[str, Any]:
         w.setdefault("measured", {"command": old["command"], "started": old["started"]})
     ids = ", ".join(sorted(new))
     workloads = [new.pop(w["id"], w) for w in old["workloads"]] + list(new.values())
-    return dict(result, workloads=sorted(workloads, key=lambda w: w["id"]), minutes=old["minutes"] + result["minutes"],
+    if "w9" not in result and old.get("w9"):
+        result = dict(result, w9=old["w9"])
+    elif any(w["id"].startswith("W9/") for w in result["workloads"]):
+        result = dict(result, w9=summary([w for w in workloads if w["id"].startswith("W9/")]))
+    return dict(result, workloads=sorted(workloads, key=_order), minutes=old["minutes"] + result["minutes"],
                 command=old["command"], started=old["started"],
                 updated=f"{ids} re-run {result['started']} (`{result['command']}`)")
 

@@ -51,6 +51,8 @@ class Scale:
     train_seconds: float = 60.0
     capture_interval: float = 5.0
     experiments: int = 10_000  # W8
+    w9_sizes: tuple[int, ...] = (10_000, 100_000, 300_000)  # W9: small files per tree
+    w9_reps: int = 3  # W9's phases take minutes at 300,000 files
     reps: int = 5
     noop_reps: int = 10  # W7 and W8 cost well under a second: more repetitions, same budget
 
@@ -59,6 +61,7 @@ FULL = Scale()
 QUICK = Scale(
     big_size=24 * MiB, text_files=625, change=8 * MiB, small_files=1000, ckpt_size=8 * MiB,
     ckpt_every=0.5, train_seconds=3.0, capture_interval=1.25, experiments=1250, reps=3, noop_reps=3,
+    w9_sizes=(1_000, 2_000, 4_000),
 )
 
 NOOP_SCRIPT = "# does nothing: measures what studio adds around a script\n"
@@ -240,4 +243,7 @@ def describe(scale: Scale) -> dict[str, str]:
               "blob cache and a dropped page cache; warm: the cache already holds the artifact.",
         "W7": "A script with one comment line, run from a folder holding only it.",
         "W8": f"A store with {scale.experiments} experiments of one finished run each (record and environment).",
+        "W9": "Data: N random files of 0.5-4 KiB in folders of 1,000" + (
+            f", plus {scale.big_files} x {scale.big_size // MiB} MiB random files (W1's large ones)."
+            if scale.big_size else " (no large files: --w9-large-mib 0)."),
     }

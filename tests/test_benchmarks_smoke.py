@@ -38,3 +38,63 @@ def test_quick_w3_runs_and_stores_no_content(tmp_path) -> None:
     assert len(studio["samples"]) == 3
     assert [s["content"] for s in studio["samples"]] == [0, 0, 0]
     assert not [p for p in os.listdir(tmp_path) if p.startswith("studio-bench-")]  # the data was removed
+
+
+
+def _default_out(*args: str) -> str:
+    """Where ``run.py ARGS`` would write its tables (asked in a child: run.py's modules stay out of ours)."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import run; "
+            "print(run._parse(sys.argv[2:]).out)")
+    proc = subprocess.run([sys.executable, "-c", code, os.path.join(ROOT, "benchmarks"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip()
+
+
+def test_quick_run_writes_to_a_scratch_folder_unless_told(tmp_path) -> None:
+    committed = os.path.join(ROOT, "benchmarks", "results")
+    assert _default_out() == committed
+    quick = os.path.realpath(_default_out("--quick"))
+    assert quick != os.path.realpath(committed)
+    assert not quick.startswith(os.path.realpath(ROOT) + os.sep)
+    assert _default_out("--quick", "--out", str(tmp_path)) == str(tmp_path)
+
+
+def test_w9_runs_every_phase_and_summarises_the_growth(tmp_path) -> None:
+    """W9 at a tiny size (no large files): every phase runs, each studio row succeeds, the summary fits lines.
+
+    Two sizes of a handful of files: the smallest run that has a slope. Times are not checked.
+    """
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "run.py"), "--quick", "--only", "W9",
+         "--w9-sizes", "3,6", "--w9-large-mib", "0", "--no-drop-caches", "--out", str(out),
+         "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    result = json.loads((out / "latest.json").read_text())
+    ids = [w["id"] for w in result["workloads"]]
+    assert ids == [f"W9/{n}/{phase}" for n in (3, 6) for phase in ("first", "unchanged", "changed", "read")]
+    for w in result["workloads"]:
+        for row in w["contenders"]:
+            if row["label"].startswith("restic") and row["status"] == "skipped":
+                assert "apt-get install" in row["reason"]  # restic missing is said, never silent
+                continue
+            assert row["status"] == "ok", (w["id"], row)
+            assert len(row["samples"]) == 3
+    studio_get = next(c for w in result["workloads"] if w["id"] == "W9/6/read"
+                      for c in w["contenders"] if c["label"] == "studio get")
+    assert studio_get["samples"][0]["written"] > 0  # the tree was written out
+
+    w9 = result["w9"]
+    assert w9["sizes"] == [3, 6]
+    first = next(r for r in w9["rows"] if (r["phase"], r["label"]) == ("first", "studio, warm"))
+    assert first["sizes"] == [3, 6] and "slope" in first and len(first["peak_rss"]) == 2
+    assert [g["text"] for g in w9["goals"] if "peak RSS" in g["text"]] == [
+        "3 files, studio's peak RSS <= 200 MiB", "6 files, studio's peak RSS <= 200 MiB"]
+
+    table = (out / "latest.md").read_text()
+    assert "## W9: time and memory against the number of files" in table
+    assert "| W9/6/read | 6 files: studio get and --reuse | 6 files, get <= 2 x cp -r |" in table
