@@ -8,6 +8,12 @@ Every manifest read back from a store is validated before anything is written fr
 must be relative, free of ``..`` and unique, no entry may live below a symlink or a file, and
 symlink targets must stay inside the artifact. A manifest that breaks a rule raises
 ``UnsafePathError``; one that does not parse raises ``IntegrityError``.
+
+Names are any bytes Linux allows (backslash, newline, leading dash, 255 bytes, invalid UTF-8).
+A name is held as Python holds file names (``os.fsdecode``: UTF-8, each undecodable byte as a
+lone surrogate U+DC80..U+DCFF) and the JSON is ASCII, so such a byte is written ``\\udcXX``; the
+round trip to bytes is exact. Only the canonical spelling is accepted (the one ``os.fsdecode``
+gives for those bytes), so no two entries can name the same file.
 """
 
 from __future__ import annotations
@@ -175,14 +181,22 @@ class Manifest:
 
 
 def _check_relative(path: str, what: str) -> None:
-    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
+    if not path or path.startswith("/") or "\x00" in path or not _is_fs_name(path):
         raise UnsafePathError(f"manifest {what} {path!r} is absolute or malformed")
     if any(part in ("", ".", "..") for part in path.split("/")):
         raise UnsafePathError(f"manifest {what} {path!r} escapes its folder")
 
 
+def _is_fs_name(text: str) -> bool:
+    """Whether ``text`` is the canonical ``os.fsdecode`` spelling of some bytes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape") == text
+    except UnicodeError:
+        return False
+
+
 def _check_link_target(path: str, target: str) -> None:
-    if not target or target.startswith("/") or "\x00" in target:
+    if not target or target.startswith("/") or "\x00" in target or not _is_fs_name(target):
         raise UnsafePathError(f"symlink {path!r} points outside the artifact ({target!r})")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
     if resolved == ".." or resolved.startswith("../"):
