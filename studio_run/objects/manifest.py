@@ -35,7 +35,11 @@ _FORMAT = 1
 
 @dataclass(frozen=True)
 class Entry:
-    """One file or symlink: relative posix ``path``; ``digest`` for files, ``target`` for links."""
+    """One file or symlink: relative posix ``path``; ``digest`` for files, ``target`` for links.
+
+    ``sparse`` marks a file that had holes when captured, so restores leave its zero blocks
+    unwritten. It is written only when true, so the manifests of other files keep their digests.
+    """
 
     path: str
     type: str = FILE
@@ -44,6 +48,7 @@ class Entry:
     digest: str = ""
     target: str = ""
     chunks: tuple[tuple[str, int], ...] = ()
+    sparse: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Compact form: links carry a target, files a digest, size and mode (and chunks)."""
@@ -52,6 +57,8 @@ class Entry:
         data: dict[str, Any] = {"path": self.path, "size": self.size, "mode": self.mode, "digest": self.digest}
         if self.chunks:
             data["chunks"] = [[d, n] for d, n in self.chunks]
+        if self.sparse:
+            data["sparse"] = True
         return data
 
     @classmethod
@@ -66,6 +73,7 @@ class Entry:
                 mode=int(data["mode"]) & 0o777,
                 digest=str(data["digest"]),
                 chunks=tuple((str(d), int(n)) for d, n in data.get("chunks", ())),
+                sparse=data.get("sparse", False) is True,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"malformed manifest entry {data!r}") from exc

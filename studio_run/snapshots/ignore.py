@@ -21,7 +21,7 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 
-__all__ = ["IgnoreRules", "SECRET_PATTERNS", "walk_files"]
+__all__ = ["IgnoreRules", "SECRET_PATTERNS", "is_credential_file", "printable", "walk_files"]
 
 _log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class IgnoreRules:
 
 
 def walk_files(
-    root: str, rules: IgnoreRules | None = None
+    root: str, rules: IgnoreRules | None = None, on_skip: Callable[[str, str], object] | None = None
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Yield ``(relative posix path, lstat)`` of every regular file and symlink not ignored.
 
@@ -164,7 +164,8 @@ def walk_files(
     sockets, FIFOs and devices are skipped, and so is ``.git`` even without rules. Within a
     directory, files come first by name, then each subdirectory in name order. An unreadable
     subdirectory is logged and skipped so that one root-owned cache cannot fail a run; an
-    unreadable ``root`` raises.
+    unreadable ``root`` raises. What is skipped without being ignored (an unreadable folder, a
+    FIFO, a file gone before its stat) is passed to ``on_skip(path, reason)``.
     """
     root = os.fspath(root)
     stack: list[tuple[str, str]] = [(root, "")]
@@ -177,6 +178,8 @@ def walk_files(
             if not dir_rel:
                 raise
             _log.warning("not capturing unreadable directory %s: %s", path, exc)
+            if on_skip is not None:
+                on_skip(dir_rel, exc.strerror or str(exc))
             continue
         chain: _Chain = ()
         if rules is not None:
@@ -196,11 +199,38 @@ def walk_files(
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:  # removed while we walk: it is simply not there
+            except OSError as exc:  # removed while we walk
+                if on_skip is not None:
+                    gone = isinstance(exc, FileNotFoundError)
+                    on_skip(rel, "vanished while it was being captured" if gone else exc.strerror or str(exc))
                 continue
-            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):  # not FIFOs, sockets...
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                 yield rel, st
+            elif on_skip is not None:  # FIFOs, sockets, devices: no content to keep
+                on_skip(rel, f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})")
         stack.extend(reversed(subdirs))
+
+
+def is_credential_file(path: str) -> bool:
+    """Whether the file at ``path`` (a symlink's resolved target) matches the credential rules.
+
+    A link inside a snapshot may lead to ``~/.aws/credentials``; the link's own name says nothing,
+    so the target's path is checked: every tail of it (``credentials``, ``.aws/credentials``,
+    ...), as if the folder holding that tail were the workspace.
+    """
+    parts = [p for p in path.split("/") if p]
+    return any(_SECRETS.is_ignored("/".join(parts[i:]), False) for i in range(len(parts)))
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device"}
+
+
+def printable(name: str) -> str:
+    """A file name fit for one line of a message: control characters and undecodable bytes escaped."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 def _decide(chain: _Chain, rel: str, name: str, is_dir: bool) -> bool:
@@ -351,3 +381,6 @@ def _translate_class(pattern: str, start: int) -> tuple[str, int] | None:
         else:
             items.append(re.escape(c))
     return None
+
+
+_SECRETS = IgnoreRules.secrets_only()
