@@ -4,7 +4,9 @@ Users already say what is not source in their ``.gitignore`` files: data dumps, 
 virtualenvs. Reading those with git's own semantics (so nothing surprises a git user) keeps a
 snapshot to the code that matters. A root ``.studioignore`` in the same syntax is read after
 every ``.gitignore`` and wins over them: it can exclude more for studio alone, or re-include
-with ``!`` something git ignores. ``.git`` is never captured.
+with ``!`` something git ignores. ``.git`` is never captured. Credential files
+(``SECRET_PATTERNS``, small ``.json`` files holding a service-account key, and files a symlink
+leads to whose own path looks like one: ``is_credential_file``) are left out of every capture.
 
 Speed matters more than anything else here, because a workspace may hold a 100k-file ignored
 ``data/``: ignored directories are pruned without being listed, patterns compile to regexes
@@ -30,6 +32,7 @@ _log = logging.getLogger(__name__)
 SECRET_PATTERNS = (
     ".env",
     ".env.*",
+    "*.env",
     "!.env.example",
     "*.pem",
     "*.key",
@@ -47,7 +50,11 @@ SECRET_PATTERNS = (
     ".kube/config",
     ".config/gcloud/",
     "*credentials*.json",
+    "credentials",
+    "secrets.*",
 )
+_KEY_FILE_MAX = 64 << 10  # service-account keys are ~2.3 KiB; larger .json files are not opened
+_SERVICE_ACCOUNT = re.compile(rb'"type"\s*:\s*"service_account"')
 
 _GIT_DIR = ".git"
 _GITIGNORE = ".gitignore"
@@ -77,8 +84,9 @@ class IgnoreRules:
     shallower one, and ``.studioignore`` wins over all of them.
     """
 
-    def __init__(self, root: str | None, top_lines: Iterable[str]) -> None:
+    def __init__(self, root: str | None, top_lines: Iterable[str], scan_keys: bool = False) -> None:
         self._root = root
+        self.scan_keys = scan_keys  # also leave out small .json files holding a service-account key
         self._top: _Chain = _compile(top_lines, 0)
         self._git_chains: dict[str, _Chain] = {}
         self._chains: dict[str, _Chain] = {}
@@ -106,12 +114,12 @@ class IgnoreRules:
                 continue
             extra.append("/" + _escape(rel.replace(os.sep, "/")))
         lines = list(SECRET_PATTERNS) + _read_lines(os.path.join(root, _STUDIOIGNORE)) + extra
-        return cls(root, lines)
+        return cls(root, lines, scan_keys=True)
 
     @classmethod
     def secrets_only(cls) -> IgnoreRules:
         """Rules for ``--capture`` folders: only credential files are left out (no .gitignore)."""
-        return cls(None, SECRET_PATTERNS)
+        return cls(None, SECRET_PATTERNS, scan_keys=True)
 
     @classmethod
     def from_lines(cls, lines: Iterable[str]) -> IgnoreRules:
@@ -204,7 +212,11 @@ def walk_files(
                     gone = isinstance(exc, FileNotFoundError)
                     on_skip(rel, "vanished while it was being captured" if gone else exc.strerror or str(exc))
                 continue
-            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            if stat.S_ISREG(st.st_mode):
+                if rules is not None and rules.scan_keys and _is_key_file(entry.path, st):
+                    continue  # a credential by its content: left out like one by its name
+                yield rel, st
+            elif stat.S_ISLNK(st.st_mode):
                 yield rel, st
             elif on_skip is not None:  # FIFOs, sockets, devices: no content to keep
                 on_skip(rel, f"not a regular file ({_KINDS.get(stat.S_IFMT(st.st_mode), 'special file')})")
@@ -219,7 +231,28 @@ def is_credential_file(path: str) -> bool:
     ...), as if the folder holding that tail were the workspace.
     """
     parts = [p for p in path.split("/") if p]
-    return any(_SECRETS.is_ignored("/".join(parts[i:]), False) for i in range(len(parts)))
+    if any(_SECRETS.is_ignored("/".join(parts[i:]), False) for i in range(len(parts))):
+        return True
+    try:
+        return _is_key_file(path, os.stat(path))
+    except OSError:
+        return False
+
+
+def _is_key_file(path: str, st: os.stat_result) -> bool:
+    """Whether a small ``.json`` file holds a Google service-account key (a type and a private key).
+
+    Only names ending in ``.json`` and at most 64 KiB are opened, so a workspace of large JSON
+    data costs nothing; an unreadable file is left to the capture, which names it.
+    """
+    if not path.endswith(".json") or st.st_size > _KEY_FILE_MAX:
+        return False
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_KEY_FILE_MAX)
+    except OSError:
+        return False
+    return b'"private_key"' in data and _SERVICE_ACCOUNT.search(data) is not None
 
 
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
