@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from ..errors import IntegrityError, UnsafePathError
 from .digest import ALGORITHM, chunk_list_digest, hash_bytes, is_digest
@@ -37,6 +37,8 @@ _FORMAT = 1
 class Entry:
     """One file or symlink: relative posix ``path``; ``digest`` for files, ``target`` for links.
 
+    ``mtime_ns`` is the file's modification time when captured (restores set it back; manifests
+    written before times were kept have none and restore with the time of the restore).
     ``sparse`` marks a file that had holes when captured, so restores leave its zero blocks
     unwritten. It is written only when true, so the manifests of other files keep their digests.
     """
@@ -49,6 +51,7 @@ class Entry:
     target: str = ""
     chunks: tuple[tuple[str, int], ...] = ()
     sparse: bool = False
+    mtime_ns: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Compact form: links carry a target, files a digest, size and mode (and chunks)."""
@@ -59,6 +62,8 @@ class Entry:
             data["chunks"] = [[d, n] for d, n in self.chunks]
         if self.sparse:
             data["sparse"] = True
+        if self.mtime_ns is not None:
+            data["mtime"] = self.mtime_ns
         return data
 
     @classmethod
@@ -74,6 +79,7 @@ class Entry:
                 digest=str(data["digest"]),
                 chunks=tuple((str(d), int(n)) for d, n in data.get("chunks", ())),
                 sparse=data.get("sparse", False) is True,
+                mtime_ns=None if data.get("mtime") is None else _int(data["mtime"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"malformed manifest entry {data!r}") from exc
@@ -186,6 +192,13 @@ class Manifest:
             raise UnsafePathError(f"manifest entry {below!r} lies below the {kind} {folder!r}")
         if self.single_file and (len(self.entries) != 1 or "/" in self.entries[0].path):
             raise IntegrityError("a single-file manifest must hold exactly one top-level entry")
+
+
+def _int(value: Any) -> int:
+    """An integer field, refusing floats and strings that ``int`` would quietly accept."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
 
 
 def _check_relative(path: str, what: str) -> None:

@@ -314,4 +314,7 @@ def _decode(value: str) -> tuple[str, _Chunks]:
 def _file_entry(rel: str, st: os.stat_result, digest: str, chunks: _Chunks) -> Entry:
     """A file's manifest entry from the stat that vouches for its content."""
     sparse = st.st_blocks * 512 + _SPARSE_SLACK < st.st_size  # holes worth keeping on restore
-    return Entry(rel, size=st.st_size, mode=st.st_mode & 0o777, digest=digest, chunks=chunks, sparse=sparse)
+    return Entry(
+        rel, size=st.st_size, mode=st.st_mode & 0o777, digest=digest, chunks=chunks, sparse=sparse,
+        mtime_ns=st.st_mtime_ns,
+    )

@@ -2,7 +2,8 @@
 
 Manifests were validated when read (no absolute paths, no ``..``, nothing below a link or file,
 no link target leaving the artifact). Here files are written first and links last, so no file is
-ever written through a link, and each link is checked once more on disk with ``realpath``. Every
+ever written through a link, and each link is checked once more on disk with ``realpath``. Files
+get back their mode, modification time and holes (sparse files stay sparse). Every
 object is hashed while it is copied; a mismatch raises ``IntegrityError`` and names the file.
 """
 
@@ -79,7 +80,7 @@ def fill_new_folder(
 
     The blob cache's fill: nobody else writes into a folder this call creates, so files are
     created in place (no temporary names, no checks for links that cannot be there yet), born
-    with their final read-only mode, and stamped (size, mtime, inode, mode) from the open
+    with their final read-only mode and their captured time, and stamped (size, mtime, inode, mode) from the open
     descriptor instead of walking the tree again. Links are still written last and checked.
     """
     os.mkdir(dest)
@@ -102,12 +103,14 @@ def fill_new_folder(
                     else:
                         repo.write_entry_to(entry, out)
                     os.fchmod(out, mode)  # the umask may have taken bits away
+                    _set_mtime(out, entry)
                     st = os.fstat(out)
                 finally:
                     os.close(out)
             else:
                 repo.get_entry_file(entry, target)
                 os.chmod(target, mode)
+                _set_mtime(target, entry)
                 st = os.lstat(target)
             stamp[entry.path] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o777]
             if progress:
@@ -126,7 +129,7 @@ def fill_new_folder(
 
 
 def write_entry_file(repo: Repository, entry: Entry, dest: str) -> None:
-    """Write one file entry to ``dest`` (replaced atomically) with its mode; holes stay holes.
+    """Write one file entry to ``dest`` (replaced atomically) with its mode and time; holes stay holes.
 
     The one way a restore writes a file, so ``studio get`` of a whole artifact and of one file
     give the same bytes, mode and sparseness.
@@ -147,6 +150,13 @@ def write_entry_file(repo: Repository, entry: Entry, dest: str) -> None:
     else:
         repo.get_entry_file(entry, dest)
     os.chmod(dest, entry.mode)
+    _set_mtime(dest, entry)
+
+
+def _set_mtime(target: "str | int", entry: Entry) -> None:
+    """Give the restored file (a path or an open descriptor) its captured time, when the manifest has one."""
+    if entry.mtime_ns is not None:
+        os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns))
 
 
 def _write_sparse(repo: Repository, entry: Entry, out: int) -> None:

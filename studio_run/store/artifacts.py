@@ -15,7 +15,7 @@ from typing import Callable, Optional
 from ..errors import NotFoundError
 from ..objects.manifest import LINK, Manifest
 from ..refs import ArtifactRef
-from ..snapshots.restore import materialize
+from ..snapshots.restore import materialize, write_entry_file
 from .records import ArtifactRecord, RunRecord
 from .store import Store
 
@@ -79,8 +79,7 @@ def _fetch_one(
     if os.path.isdir(dest):
         dest = os.path.join(dest, posixpath.basename(ref.path or path))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    store.repo.get_entry_file(entry, dest)
-    os.chmod(dest, entry.mode)
+    write_entry_file(store.repo, entry, dest)
     if progress:
         progress(entry.size)
     return dest
