@@ -12,6 +12,11 @@ Speed matters more than anything else here, because a workspace may hold a 100k-
 ``data/``: ignored directories are pruned without being listed, patterns compile to regexes
 once, nested ``.gitignore`` files are read lazily (never inside an ignored directory, as in
 git), and the rules that apply inside a directory are chained once per directory.
+
+Why not pathspec's ``GitIgnoreSpec``: measured by ``benchmarks/ignore_speed.py``, it decides 9 of
+this module's 78 git-verified test cases otherwise (POSIX classes, ``[!a]`` matching ``/``,
+``abc/**`` matching ``abc`` itself) and raises on lines git accepts (``[z-a]``, ``foo\\``),
+and its walk of a 100k-file workspace costs 1.4-1.7 x the CPU time of ours.
 """
 
 from __future__ import annotations
