@@ -78,6 +78,7 @@ def snapshot(
     retries: int = 3,
     progress: Optional[Progress] = None,
     flush: bool = True,
+    times: bool = False,
 ) -> SnapshotResult:
     """Capture ``path`` into ``repo`` (which must be on local disk) and store its manifest.
 
@@ -90,8 +91,13 @@ def snapshot(
     A file that cannot be read (no permission, a FIFO, gone before it was read, a link leading
     nowhere or to a folder outside) never fails the capture: the rest is stored and the file is
     named in ``skipped``. Only a single-file artifact, which has no rest, raises ``OSError``.
+
+    With ``times`` each file's modification time goes into the manifest (restores set it back).
+    Off by default: the manifest's digest is the artifact's identity, and with times in it the
+    same content captured from two folders would no longer share one digest.
     """
     plan = _plan(os.path.abspath(path), ignore)
+    plan.times = times
     known = previous.digests() if previous else set()
     plan.todo += _reuse_cached(plan, repo, stat_cache, known, progress)
     reader = _Reader(repo, stat_cache, plan, previous, retries, progress)
@@ -124,6 +130,7 @@ class _Plan:
     regular: list[_Item] = field(default_factory=list)  # may be known to the stat cache
     todo: list[_Item] = field(default_factory=list)  # must be read
     skipped: dict[str, str] = field(default_factory=dict)  # path -> why it is not in the snapshot
+    times: bool = False  # record each file's mtime
 
 
 def _plan(path: str, ignore: object | None) -> _Plan:
@@ -187,7 +194,7 @@ def _reuse_cached(
             digest, chunks = _decode(value)
             objects = [d for d, _ in chunks] or [digest]
             if all(d in known or repo.has_object(d) for d in objects):
-                plan.entries.append(_file_entry(rel, st, digest, chunks))
+                plan.entries.append(_file_entry(rel, st, digest, chunks, plan.times))
                 if progress:
                     progress(st.st_size)
                 continue
@@ -230,7 +237,7 @@ class _Reader:
     def _read_one(self, rel: str) -> Optional[Entry]:
         full = os.path.join(self.plan.root, rel)
         try:
-            entry, nbytes = _read_stable(self.repo, self.stat_cache, rel, full, self.retries)
+            entry, nbytes = _read_stable(self.repo, self.stat_cache, rel, full, self.retries, self.plan.times)
         except OSError as exc:
             if self.plan.single:  # nothing else to keep: the capture fails
                 raise
@@ -259,7 +266,7 @@ class _Reader:
 
 
 def _read_stable(
-    repo: Repository, cache: StatCache, rel: str, full: str, retries: int
+    repo: Repository, cache: StatCache, rel: str, full: str, retries: int, times: bool
 ) -> tuple[Optional[Entry], int]:
     """Store one file's content as it is between two identical stats; ``(None, 0)`` if it never holds."""
     for attempt in range(retries + 1):
@@ -280,7 +287,7 @@ def _read_stable(
             if stat_key(os.stat(full)) != stat_key(after) or again != digest:
                 continue
         cache.put(stat_key(after), _encode(digest, chunks), started)
-        return _file_entry(rel, after, digest, chunks), nbytes
+        return _file_entry(rel, after, digest, chunks, times), nbytes
     return None, 0
 
 
@@ -311,10 +318,10 @@ def _decode(value: str) -> tuple[str, _Chunks]:
     return digest, tuple((d, int(n)) for d, n in (part.split(":") for part in rest.split(",")))
 
 
-def _file_entry(rel: str, st: os.stat_result, digest: str, chunks: _Chunks) -> Entry:
+def _file_entry(rel: str, st: os.stat_result, digest: str, chunks: _Chunks, times: bool) -> Entry:
     """A file's manifest entry from the stat that vouches for its content."""
     sparse = st.st_blocks * 512 + _SPARSE_SLACK < st.st_size  # holes worth keeping on restore
     return Entry(
         rel, size=st.st_size, mode=st.st_mode & 0o777, digest=digest, chunks=chunks, sparse=sparse,
-        mtime_ns=st.st_mtime_ns,
+        mtime_ns=st.st_mtime_ns if times else None,
     )

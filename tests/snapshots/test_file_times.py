@@ -25,7 +25,7 @@ def _captured(tmp_path):
         os.chmod(src / rel, MODES[rel])
         os.utime(src / rel, ns=(ns, ns))
     repo = Repository(LocalStorage(str(tmp_path / "store")))
-    return repo, snapshot(str(src), repo, StatCache()).manifest
+    return repo, snapshot(str(src), repo, StatCache(), times=True).manifest
 
 
 def test_capture_records_each_files_mtime_and_mode_and_restore_sets_them(tmp_path):
@@ -48,6 +48,18 @@ def test_the_read_only_cache_keeps_each_files_mtime(tmp_path):
         st = os.stat(os.path.join(path, rel))
         assert (st.st_mtime_ns, st.st_mode & 0o777) == (ns, MODES[rel] & 0o555), rel
     assert cache.ensure(repo, manifest.digest, manifest) == (path, True)  # the stamp holds the restored times
+
+
+def test_without_times_the_same_content_in_two_folders_shares_one_digest(tmp_path):
+    repo, with_times = _captured(tmp_path)
+    copy = tmp_path / "copy"
+    (copy / "sub").mkdir(parents=True)
+    for rel in TIMES:
+        (copy / rel).write_text(rel)
+        os.chmod(copy / rel, MODES[rel])
+    plain = snapshot(str(tmp_path / "src"), repo, StatCache()).manifest
+    assert all(e.mtime_ns is None for e in plain.entries)
+    assert snapshot(str(copy), repo, StatCache()).digest == plain.digest != with_times.digest
 
 
 def test_a_manifest_written_before_times_were_kept_still_restores(tmp_path):
