@@ -37,8 +37,9 @@ _FORMAT = 1
 class Entry:
     """One file or symlink: relative posix ``path``; ``digest`` for files, ``target`` for links.
 
-    ``mtime_ns`` is the file's modification time when captured (restores set it back; manifests
-    written before times were kept have none and restore with the time of the restore).
+    ``mtime_ns`` is the file's modification time, kept when the capture asked for times
+    (``snapshot(times=True)``); restores set it back. Without it (older manifests, captures
+    without times) a restored file gets the time of the restore.
     ``sparse`` marks a file that had holes when captured, so restores leave its zero blocks
     unwritten. It is written only when true, so the manifests of other files keep their digests.
     """
