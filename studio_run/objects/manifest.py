@@ -8,6 +8,12 @@ Every manifest read back from a store is validated before anything is written fr
 must be relative, free of ``..`` and unique, no entry may live below a symlink or a file, and
 symlink targets must stay inside the artifact. A manifest that breaks a rule raises
 ``UnsafePathError``; one that does not parse raises ``IntegrityError``.
+
+Names are any bytes Linux allows (backslash, newline, leading dash, 255 bytes, invalid UTF-8).
+A name is held as Python holds file names (``os.fsdecode``: UTF-8, each undecodable byte as a
+lone surrogate U+DC80..U+DCFF) and the JSON is ASCII, so such a byte is written ``\\udcXX``; the
+round trip to bytes is exact. Only the canonical spelling is accepted (the one ``os.fsdecode``
+gives for those bytes), so no two entries can name the same file.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import json
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from ..errors import IntegrityError, UnsafePathError
 from .digest import ALGORITHM, chunk_list_digest, hash_bytes, is_digest
@@ -29,7 +35,14 @@ _FORMAT = 1
 
 @dataclass(frozen=True)
 class Entry:
-    """One file or symlink: relative posix ``path``; ``digest`` for files, ``target`` for links."""
+    """One file or symlink: relative posix ``path``; ``digest`` for files, ``target`` for links.
+
+    ``mtime_ns`` is the file's modification time, kept when the capture asked for times
+    (``snapshot(times=True)``); restores set it back. Without it (older manifests, captures
+    without times) a restored file gets the time of the restore.
+    ``sparse`` marks a file that had holes when captured, so restores leave its zero blocks
+    unwritten. It is written only when true, so the manifests of other files keep their digests.
+    """
 
     path: str
     type: str = FILE
@@ -38,6 +51,8 @@ class Entry:
     digest: str = ""
     target: str = ""
     chunks: tuple[tuple[str, int], ...] = ()
+    sparse: bool = False
+    mtime_ns: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
         """Compact form: links carry a target, files a digest, size and mode (and chunks)."""
@@ -46,6 +61,10 @@ class Entry:
         data: dict[str, Any] = {"path": self.path, "size": self.size, "mode": self.mode, "digest": self.digest}
         if self.chunks:
             data["chunks"] = [[d, n] for d, n in self.chunks]
+        if self.sparse:
+            data["sparse"] = True
+        if self.mtime_ns is not None:
+            data["mtime"] = self.mtime_ns
         return data
 
     @classmethod
@@ -60,6 +79,8 @@ class Entry:
                 mode=int(data["mode"]) & 0o777,
                 digest=str(data["digest"]),
                 chunks=tuple((str(d), int(n)) for d, n in data.get("chunks", ())),
+                sparse=data.get("sparse", False) is True,
+                mtime_ns=None if data.get("mtime") is None else _int(data["mtime"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"malformed manifest entry {data!r}") from exc
@@ -174,15 +195,30 @@ class Manifest:
             raise IntegrityError("a single-file manifest must hold exactly one top-level entry")
 
 
+def _int(value: Any) -> int:
+    """An integer field, refusing floats and strings that ``int`` would quietly accept."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{value!r} is not an integer")
+    return value
+
+
 def _check_relative(path: str, what: str) -> None:
-    if not path or path.startswith("/") or "\\" in path or "\x00" in path:
+    if not path or path.startswith("/") or "\x00" in path or not _is_fs_name(path):
         raise UnsafePathError(f"manifest {what} {path!r} is absolute or malformed")
     if any(part in ("", ".", "..") for part in path.split("/")):
         raise UnsafePathError(f"manifest {what} {path!r} escapes its folder")
 
 
+def _is_fs_name(text: str) -> bool:
+    """Whether ``text`` is the canonical ``os.fsdecode`` spelling of some bytes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "surrogateescape") == text
+    except UnicodeError:
+        return False
+
+
 def _check_link_target(path: str, target: str) -> None:
-    if not target or target.startswith("/") or "\x00" in target:
+    if not target or target.startswith("/") or "\x00" in target or not _is_fs_name(target):
         raise UnsafePathError(f"symlink {path!r} points outside the artifact ({target!r})")
     resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
     if resolved == ".." or resolved.startswith("../"):

@@ -8,7 +8,9 @@ that changed its artifact has a new digest and a new entry. Layout::
 
 An entry is filled in a temporary sibling folder and renamed into place, so a reader sees a whole
 entry or none, and two runs filling the same entry at once both end up using the one that won the
-rename. Read-only permissions do not stop root, so every hit compares the stamp with a fresh stat
+rename. A fill killed half-way leaves its temporary folder (``.tmp-<digest>-<pid>-<random>``):
+``stats`` counts such leftovers, and the next fill or clean removes those whose creator is dead
+(or, for a name without a pid, that are older than ``_STALE_AFTER`` seconds). Read-only permissions do not stop root, so every hit compares the stamp with a fresh stat
 walk (microseconds a file) and refills an entry a script has modified.
 """
 
@@ -18,6 +20,7 @@ import json
 import os
 import shutil
 import stat as statmod
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -29,12 +32,19 @@ from .restore import fill_new_folder
 __all__ = ["BlobCache", "CacheStats"]
 
 
+_STALE_AFTER = 600.0  # a leftover whose creator cannot be told is removed after ten minutes
+
+
 @dataclass(frozen=True)
 class CacheStats:
-    """How many entries the cache holds and their total size in bytes."""
+    """How many entries the cache holds and their total size in bytes (leftovers included).
+
+    ``leftovers`` counts the temporary folders of fills and removals that were killed half-way.
+    """
 
     entries: int
     size: int
+    leftovers: int = 0
 
 
 class BlobCache:
@@ -71,10 +81,11 @@ class BlobCache:
         found = self.lookup(digest, manifest)
         if found is not None:
             return found, True
+        self.remove_leftovers()
         entry = self._entry(digest)
         parent = os.path.dirname(entry)
         os.makedirs(parent, exist_ok=True)
-        tmp = os.path.join(parent, f".tmp-{digest[2:14]}-{uuid.uuid4().hex[:8]}")
+        tmp = os.path.join(parent, f".tmp-{digest[2:14]}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             os.mkdir(tmp)
             stamp = fill_new_folder(repo, manifest, os.path.join(tmp, "data"), progress=progress)
@@ -96,32 +107,54 @@ class BlobCache:
         return found, False
 
     def stats(self) -> CacheStats:
-        """Entries and bytes held."""
-        entries = size = 0
-        if not os.path.isdir(self.root):
-            return CacheStats(0, 0)
-        for fan in os.listdir(self.root):
-            fan_dir = os.path.join(self.root, fan)
-            if not os.path.isdir(fan_dir) or fan.startswith("."):
-                continue
-            for name in os.listdir(fan_dir):
-                if name.startswith("."):
-                    continue
-                entries += 1
-                for dirpath, _dirs, files in os.walk(os.path.join(fan_dir, name)):
-                    size += sum(os.lstat(os.path.join(dirpath, f)).st_size for f in files)
-        return CacheStats(entries, size)
+        """Entries and bytes held, and the leftovers of killed fills (whose bytes count too)."""
+        entries = size = leftovers = 0
+        for path, is_leftover in self._listing():
+            leftovers += is_leftover
+            entries += not is_leftover
+            for dirpath, _dirs, files in os.walk(path):
+                size += sum(os.lstat(os.path.join(dirpath, f)).st_size for f in files)
+        return CacheStats(entries, size, leftovers)
 
     def clean(self) -> CacheStats:
-        """Remove every entry; returns what was removed. Runs using an entry keep their open files."""
+        """Remove every entry and stale leftover; returns what was there. Runs using an entry keep their open files."""
         before = self.stats()
+        self.remove_leftovers()
         if os.path.isdir(self.root):
             for fan in os.listdir(self.root):
-                self._remove(os.path.join(self.root, fan))
+                if not fan.startswith("."):
+                    self._remove(os.path.join(self.root, fan))
         return before
 
+    def remove_leftovers(self) -> int:
+        """Remove temporary folders of fills and removals whose process is gone; returns how many."""
+        removed = 0
+        for path, is_leftover in self._listing():
+            if is_leftover and _is_stale(os.path.basename(path), path):
+                try:
+                    _rmtree(path)
+                except FileNotFoundError:  # another process removed it first
+                    continue
+                removed += 1
+        return removed
+
+    def _listing(self) -> list[tuple[str, bool]]:
+        """Every entry folder and leftover, as ``(path, is_leftover)``."""
+        found: list[tuple[str, bool]] = []
+        if not os.path.isdir(self.root):
+            return found
+        for fan in os.listdir(self.root):
+            fan_dir = os.path.join(self.root, fan)
+            if fan.startswith("."):  # a removal's trash
+                found.append((fan_dir, True))
+                continue
+            if not os.path.isdir(fan_dir):
+                continue
+            found.extend((os.path.join(fan_dir, name), name.startswith(".")) for name in os.listdir(fan_dir))
+        return found
+
     def _remove(self, path: str) -> None:
-        trash = os.path.join(self.root, f".trash-{uuid.uuid4().hex[:12]}")
+        trash = os.path.join(self.root, f".trash-{os.getpid()}-{uuid.uuid4().hex[:12]}")
         try:
             os.rename(path, trash)  # atomic: readers see the entry whole or gone
         except FileNotFoundError:
@@ -145,6 +178,30 @@ def _fingerprint(data: str) -> dict[str, list[int]]:
                 rel = os.path.relpath(full, data)
                 stamp[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o777]
     return stamp
+
+
+def _is_stale(name: str, path: str) -> bool:
+    """Whether a leftover's creator (the pid in its name) is dead, or, without one, it is old."""
+    parts = name.split("-")
+    if name.startswith(".tmp-"):
+        pid_part = parts[2] if len(parts) == 4 else ""  # .tmp-DIGEST-PID-RANDOM
+    else:
+        pid_part = parts[1] if len(parts) == 3 else ""  # .trash-PID-RANDOM
+    if pid_part.isdigit() and int(pid_part) < 1 << 31:
+        pid = int(pid_part)
+        if pid == os.getpid():
+            return False  # one of this process's threads is at work
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+        return False
+    try:
+        return time.time() - os.lstat(path).st_mtime > _STALE_AFTER
+    except FileNotFoundError:
+        return False
 
 
 def _rmtree(path: str) -> None:

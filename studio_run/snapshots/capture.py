@@ -21,13 +21,14 @@ import stat as statmod
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from ..objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
 from ..objects.manifest import LINK, Entry, Manifest
 from ..objects.repository import Repository
 from .batching import split_work
+from .ignore import is_credential_file, printable, walk_files
 from .statcache import StatCache, now_ns, stat_key
 
 __all__ = ["SnapshotResult", "snapshot"]
@@ -37,21 +38,29 @@ _RACY_NS = 50_000_000
 _WORKERS = 4  # large files at once (kernel copies and BLAKE3 run without the GIL)
 _SMALL_WORKERS = 2  # batches of small files at once (see ``batching``: more only queue for the GIL)
 _BATCH_FILES = 64
+_SPARSE_SLACK = 64 << 10  # fewer allocated bytes than this below the size: not worth a sparse restore
 
 Progress = Callable[[int], None]
 _Chunks = tuple[tuple[str, int], ...]
+_Item = tuple[str, os.stat_result]
 
 
 @dataclass(frozen=True)
 class SnapshotResult:
-    """What one capture produced: the manifest, and what it cost."""
+    """What one capture produced: the manifest, what it cost, and what it could not hold.
+
+    ``unstable`` files kept changing and hold their previous version; ``skipped`` files are not
+    in the snapshot at all (unreadable, vanished, not regular files, links leading out to a
+    folder or nowhere). Either means the artifact is not the folder as it was.
+    """
 
     manifest: Manifest
     bytes_written: int
     files_written: int
     files_read: int
     unstable: tuple[str, ...] = ()
-    skipped: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()  # paths left out of the snapshot, sorted
+    skip_reasons: tuple[str, ...] = ()  # one printable line per skipped path: "a/b: Permission denied"
 
     @property
     def digest(self) -> str:
@@ -69,6 +78,7 @@ def snapshot(
     retries: int = 3,
     progress: Optional[Progress] = None,
     flush: bool = True,
+    times: bool = False,
 ) -> SnapshotResult:
     """Capture ``path`` into ``repo`` (which must be on local disk) and store its manifest.
 
@@ -77,102 +87,195 @@ def snapshot(
     still. With ``flush`` (the default) objects and manifest are durable on return; a caller
     capturing several folders passes False and calls ``repo.flush()`` once. No record points at
     the manifest yet: the caller publishes it, after the flush.
+
+    A file that cannot be read (no permission, a FIFO, gone before it was read, a link leading
+    nowhere or to a folder outside) never fails the capture: the rest is stored and the file is
+    named in ``skipped``. Only a single-file artifact, which has no rest, raises ``OSError``.
+
+    With ``times`` each file's modification time goes into the manifest (restores set it back).
+    Off by default: the manifest's digest is the artifact's identity, and with times in it the
+    same content captured from two folders would no longer share one digest.
     """
-    path = os.path.abspath(path)
+    plan = _plan(os.path.abspath(path), ignore)
+    plan.times = times
+    known = previous.digests() if previous else set()
+    plan.todo += _reuse_cached(plan, repo, stat_cache, known, progress)
+    reader = _Reader(repo, stat_cache, plan, previous, retries, progress)
+    if plan.todo:
+        reader.read_all()
+        stat_cache.save()
+    manifest = Manifest.build(plan.entries, single_file=plan.single)
+    repo.put_manifest(manifest)
+    if flush:
+        repo.flush()
+    skipped = sorted(plan.skipped)
+    return SnapshotResult(
+        manifest,
+        reader.bytes_written,
+        reader.files_written,
+        len(plan.todo),
+        tuple(sorted(reader.unstable)),
+        tuple(skipped),
+        tuple(f"{printable(rel)}: {plan.skipped[rel]}" for rel in skipped),
+    )
+
+
+@dataclass
+class _Plan:
+    """What the walk found: entries already decided, files to look at, and what was left out."""
+
+    root: str
+    single: bool
+    entries: list[Entry] = field(default_factory=list)
+    regular: list[_Item] = field(default_factory=list)  # may be known to the stat cache
+    todo: list[_Item] = field(default_factory=list)  # must be read
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> why it is not in the snapshot
+    times: bool = False  # record each file's mtime
+
+
+def _plan(path: str, ignore: object | None) -> _Plan:
+    """Walk ``path`` and sort what it holds: links, regular files, and what cannot be captured."""
     single = os.path.isfile(path)
     if single:
-        files: Iterator[tuple[str, os.stat_result]] = iter([(os.path.basename(path), os.lstat(path))])
-        root = os.path.dirname(path)
+        plan = _Plan(os.path.dirname(path), True)
+        files: Iterator[_Item] = iter([(os.path.basename(path), os.lstat(path))])
     else:
-        from .ignore import walk_files
-
-        files = walk_files(path, ignore)  # type: ignore[arg-type]
-        root = path
-    known = previous.digests() if previous else set()
-    prev_by_path = {e.path: e for e in previous.entries} if previous else {}
-
-    entries: list[Entry] = []
-    skipped: list[str] = []
-    todo: list[tuple[str, os.stat_result]] = []
-    regular: list[tuple[str, os.stat_result]] = []
+        plan = _Plan(path, False)
+        files = walk_files(path, ignore, on_skip=plan.skipped.__setitem__)  # type: ignore[arg-type]
     for rel, st in files:
-        full = os.path.join(root, rel)
-        if statmod.S_ISLNK(st.st_mode):
-            entry = _link_entry(root, rel, full)
-            if entry is None:
-                skipped.append(rel)
-            elif entry.type == LINK:
-                entries.append(entry)
-            else:
-                todo.append((rel, os.stat(full)))  # an outward link to a file: store its content
-        elif statmod.S_ISREG(st.st_mode):
-            regular.append((rel, st))
+        if statmod.S_ISREG(st.st_mode):
+            plan.regular.append((rel, st))
+        elif statmod.S_ISLNK(st.st_mode):
+            _plan_link(plan, rel)
+    return plan
 
-    cached = stat_cache.get_many(stat_key(st) for _rel, st in regular)
-    for rel, st in regular:
+
+def _plan_link(plan: _Plan, rel: str) -> None:
+    """A symlink inside the artifact stays a link; one pointing out is stored as its target file.
+
+    Restores refuse links that leave the artifact, so storing such a link would make a snapshot
+    that can never be restored. A dangling or outward link to a folder is skipped (and named);
+    an outward link to a credential file is left out like the file itself would be.
+    """
+    full = os.path.join(plan.root, rel)
+    try:
+        target = os.readlink(full)
+    except OSError as exc:
+        plan.skipped[rel] = exc.strerror or str(exc)
+        return
+    if not os.path.isabs(target):
+        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+        if resolved != ".." and not resolved.startswith("../"):
+            plan.entries.append(Entry(rel, type=LINK, target=target))
+            return
+    try:
+        st = os.stat(full)
+    except FileNotFoundError:
+        plan.skipped[rel] = f"symlink to {printable(target)}, which does not exist"
+        return
+    except OSError as exc:
+        plan.skipped[rel] = f"symlink to {printable(target)}: {exc.strerror or exc}"
+        return
+    if not statmod.S_ISREG(st.st_mode):
+        plan.skipped[rel] = f"symlink to {printable(target)} outside the artifact, not a file"
+    elif not is_credential_file(os.path.realpath(full)):
+        plan.todo.append((rel, st))
+
+
+def _reuse_cached(
+    plan: _Plan, repo: Repository, stat_cache: StatCache, known: set[str], progress: Optional[Progress]
+) -> list[_Item]:
+    """Add entries for files whose stat the cache knows and whose objects are stored; the rest must be read."""
+    todo = []
+    cached = stat_cache.get_many(stat_key(st) for _rel, st in plan.regular)
+    for rel, st in plan.regular:
         value = cached.get(stat_key(st))
         if value is not None:
             digest, chunks = _decode(value)
             objects = [d for d, _ in chunks] or [digest]
             if all(d in known or repo.has_object(d) for d in objects):
-                entries.append(Entry(rel, size=st.st_size, mode=st.st_mode & 0o777, digest=digest, chunks=chunks))
+                plan.entries.append(_file_entry(rel, st, digest, chunks, plan.times))
                 if progress:
                     progress(st.st_size)
                 continue
         todo.append((rel, st))
+    return todo
 
-    written = [0, 0]
-    unstable: list[str] = []
-    lock = threading.Lock()
 
-    def work(item: tuple[str, os.stat_result]) -> Optional[Entry]:
-        rel, _st = item
-        entry, nbytes = _read_stable(repo, stat_cache, rel, os.path.join(root, rel), retries)
-        if entry is None:
-            with lock:
-                unstable.append(rel)
-            return prev_by_path.get(rel)
-        if nbytes:
-            with lock:
-                written[0] += nbytes
-                written[1] += 1
-        if progress:
-            progress(entry.size)
-        return entry
+class _Reader:
+    """Reads the files the stat cache could not vouch for, on two thread pools."""
 
-    def work_batch(batch: list[tuple[str, os.stat_result]]) -> list[Optional[Entry]]:
-        return [work(item) for item in batch]
+    def __init__(
+        self,
+        repo: Repository,
+        stat_cache: StatCache,
+        plan: _Plan,
+        previous: Optional[Manifest],
+        retries: int,
+        progress: Optional[Progress],
+    ) -> None:
+        self.repo, self.stat_cache, self.plan = repo, stat_cache, plan
+        self.previous = {e.path: e for e in previous.entries} if previous else {}
+        self.retries, self.progress = retries, progress
+        self.bytes_written = self.files_written = 0
+        self.unstable: list[str] = []
+        self._lock = threading.Lock()
 
-    if todo:
-        todo.sort(key=lambda item: item[1].st_ino)  # roughly the order on disk: fewer seeks on cold reads
+    def read_all(self) -> None:
+        """Read every planned file; large ones and batches of small ones in parallel."""
+        todo = sorted(self.plan.todo, key=lambda item: item[1].st_ino)  # roughly the order on disk
         large, small = split_work(todo, lambda item: item[1].st_size, small_below=_SMALL, per_batch=_BATCH_FILES)
         with ThreadPoolExecutor(_WORKERS) as large_pool, ThreadPoolExecutor(_SMALL_WORKERS) as small_pool:
-            futures = [large_pool.submit(work_batch, b) for b in large]
-            futures += [small_pool.submit(work_batch, b) for b in small]
+            futures = [large_pool.submit(self._read_batch, b) for b in large]
+            futures += [small_pool.submit(self._read_batch, b) for b in small]
             for future in futures:
-                entries.extend(e for e in future.result() if e is not None)
-        stat_cache.save()
-    manifest = Manifest.build(entries, single_file=single)
-    repo.put_manifest(manifest)
-    if flush:
-        repo.flush()
-    return SnapshotResult(manifest, written[0], written[1], len(todo), tuple(sorted(unstable)), tuple(skipped))
+                self.plan.entries.extend(e for e in future.result() if e is not None)
+
+    def _read_batch(self, batch: list[_Item]) -> list[Optional[Entry]]:
+        return [self._read_one(rel) for rel, _st in batch]
+
+    def _read_one(self, rel: str) -> Optional[Entry]:
+        full = os.path.join(self.plan.root, rel)
+        try:
+            entry, nbytes = _read_stable(self.repo, self.stat_cache, rel, full, self.retries, self.plan.times)
+        except OSError as exc:
+            if self.plan.single:  # nothing else to keep: the capture fails
+                raise
+            self._skip(rel, exc)
+            return None
+        if entry is None:
+            with self._lock:
+                self.unstable.append(rel)
+            return self.previous.get(rel)
+        if nbytes:
+            with self._lock:
+                self.bytes_written += nbytes
+                self.files_written += 1
+        if self.progress:
+            self.progress(entry.size)
+        return entry
+
+    def _skip(self, rel: str, exc: OSError) -> None:
+        """Name a file whose read failed, and why; the snapshot goes on without it."""
+        if isinstance(exc, FileNotFoundError):
+            why = "vanished while it was being captured"
+        else:
+            why = exc.strerror or str(exc)
+        with self._lock:
+            self.plan.skipped[rel] = why
 
 
 def _read_stable(
-    repo: Repository, cache: StatCache, rel: str, full: str, retries: int
+    repo: Repository, cache: StatCache, rel: str, full: str, retries: int, times: bool
 ) -> tuple[Optional[Entry], int]:
     """Store one file's content as it is between two identical stats; ``(None, 0)`` if it never holds."""
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(min(0.05 * 2**attempt, 1.0))
-        try:
-            before = os.stat(full)
-            started = now_ns()
-            digest, chunks, nbytes = _ingest(repo, full, before.st_size)
-            after = os.stat(full)
-        except FileNotFoundError:
-            return None, 0
+        before = os.stat(full)
+        started = now_ns()
+        digest, chunks, nbytes = _ingest(repo, full, before.st_size)
+        after = os.stat(full)
         if stat_key(before) != stat_key(after):
             continue
         if after.st_size and started - after.st_mtime_ns < _RACY_NS:
@@ -184,8 +287,7 @@ def _read_stable(
             if stat_key(os.stat(full)) != stat_key(after) or again != digest:
                 continue
         cache.put(stat_key(after), _encode(digest, chunks), started)
-        entry = Entry(rel, size=after.st_size, mode=after.st_mode & 0o777, digest=digest, chunks=chunks)
-        return entry, nbytes
+        return _file_entry(rel, after, digest, chunks, times), nbytes
     return None, 0
 
 
@@ -216,17 +318,10 @@ def _decode(value: str) -> tuple[str, _Chunks]:
     return digest, tuple((d, int(n)) for d, n in (part.split(":") for part in rest.split(",")))
 
 
-def _link_entry(root: str, rel: str, full: str) -> Optional[Entry]:
-    """A symlink inside the artifact stays a link; one pointing out is stored as its target file.
-
-    Restores refuse links that leave the artifact, so storing such a link would make a snapshot
-    that can never be restored. A dangling or outward link to a directory is skipped (and named).
-    """
-    target = os.readlink(full)
-    if not os.path.isabs(target):
-        resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
-        if resolved != ".." and not resolved.startswith("../"):
-            return Entry(rel, type=LINK, target=target)
-    if os.path.isfile(full):
-        return Entry(rel)  # marker: caller stores the content
-    return None
+def _file_entry(rel: str, st: os.stat_result, digest: str, chunks: _Chunks, times: bool) -> Entry:
+    """A file's manifest entry from the stat that vouches for its content."""
+    sparse = st.st_blocks * 512 + _SPARSE_SLACK < st.st_size  # holes worth keeping on restore
+    return Entry(
+        rel, size=st.st_size, mode=st.st_mode & 0o777, digest=digest, chunks=chunks, sparse=sparse,
+        mtime_ns=st.st_mtime_ns if times else None,
+    )

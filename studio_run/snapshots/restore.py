@@ -2,7 +2,8 @@
 
 Manifests were validated when read (no absolute paths, no ``..``, nothing below a link or file,
 no link target leaving the artifact). Here files are written first and links last, so no file is
-ever written through a link, and each link is checked once more on disk with ``realpath``. Every
+ever written through a link, and each link is checked once more on disk with ``realpath``. Files
+get back their mode, modification time and holes (sparse files stay sparse). Every
 object is hashed while it is copied; a mismatch raises ``IntegrityError`` and names the file.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
@@ -18,10 +20,12 @@ from ..objects.manifest import LINK, Entry, Manifest
 from ..objects.repository import Repository
 from .batching import split_work
 
-__all__ = ["fill_new_folder", "materialize"]
+__all__ = ["fill_new_folder", "materialize", "write_entry_file"]
 
 _WORKERS = 4
 _SMALL_WORKERS = 2  # cache fills: batches of small files at once (see ``batching``)
+_BLOCK = 4096  # a sparse file's holes are found at the file system's block size
+_ZEROS = bytes(_BLOCK)
 
 
 def materialize(
@@ -48,12 +52,11 @@ def materialize(
                 raise UnsafePathError(f"refusing to write through the existing symlink {target}")
             os.makedirs(target, exist_ok=True)
 
-    def write(entry) -> None:  # type: ignore[no-untyped-def]
+    def write(entry: Entry) -> None:
         target = os.path.join(dest, *entry.path.split("/"))
         if os.path.islink(target):
             os.unlink(target)
-        repo.get_entry_file(entry, target)
-        os.chmod(target, entry.mode)
+        write_entry_file(repo, entry, target)
         if progress:
             progress(entry.size)
 
@@ -77,7 +80,7 @@ def fill_new_folder(
 
     The blob cache's fill: nobody else writes into a folder this call creates, so files are
     created in place (no temporary names, no checks for links that cannot be there yet), born
-    with their final read-only mode, and stamped (size, mtime, inode, mode) from the open
+    with their final read-only mode and their captured time, and stamped (size, mtime, inode, mode) from the open
     descriptor instead of walking the tree again. Links are still written last and checked.
     """
     os.mkdir(dest)
@@ -92,17 +95,22 @@ def fill_new_folder(
         for entry in batch:
             target = os.path.join(dest, *entry.path.split("/"))
             mode = entry.mode & 0o555
-            if repo.is_local:
+            if repo.is_local or entry.sparse:
                 out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
                 try:
-                    repo.write_entry_to(entry, out)
+                    if entry.sparse:
+                        _write_sparse(repo, entry, out)
+                    else:
+                        repo.write_entry_to(entry, out)
                     os.fchmod(out, mode)  # the umask may have taken bits away
+                    _set_mtime(out, entry)
                     st = os.fstat(out)
                 finally:
                     os.close(out)
             else:
                 repo.get_entry_file(entry, target)
                 os.chmod(target, mode)
+                _set_mtime(target, entry)
                 st = os.lstat(target)
             stamp[entry.path] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_mode & 0o777]
             if progress:
@@ -118,6 +126,51 @@ def fill_new_folder(
         os.chmod(os.path.join(dest, *folder.split("/")), 0o555)
     os.chmod(dest, 0o555)
     return stamp
+
+
+def write_entry_file(repo: Repository, entry: Entry, dest: str) -> None:
+    """Write one file entry to ``dest`` (replaced atomically) with its mode and time; holes stay holes.
+
+    The one way a restore writes a file, so ``studio get`` of a whole artifact and of one file
+    give the same bytes, mode and sparseness.
+    """
+    if entry.sparse:
+        folder = os.path.dirname(os.path.abspath(dest))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-studio-")
+        try:
+            _write_sparse(repo, entry, fd)
+            os.close(fd)
+            fd = -1
+            os.replace(tmp, dest)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+    else:
+        repo.get_entry_file(entry, dest)
+    os.chmod(dest, entry.mode)
+    _set_mtime(dest, entry)
+
+
+def _set_mtime(target: "str | int", entry: Entry) -> None:
+    """Give the restored file (a path or an open descriptor) its captured time, when the manifest has one."""
+    if entry.mtime_ns is not None:
+        os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns))
+
+
+def _write_sparse(repo: Repository, entry: Entry, out: int) -> None:
+    """Write the entry's verified bytes at their offsets, skipping all-zero blocks, then set the size."""
+    offset = 0
+    for digest, _size in entry.chunks or ((entry.digest, entry.size),):
+        data = repo.read_object(digest)  # verified; a chunk or a file below the chunking size
+        view = memoryview(data)
+        for start in range(0, len(data), _BLOCK):
+            block = view[start:start + _BLOCK]
+            if block != _ZEROS[: len(block)]:
+                os.pwrite(out, block, offset + start)
+        offset += len(data)
+    os.ftruncate(out, offset)
 
 
 def _parents(path: str) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 from ..errors import NotFoundError
 from ..objects.manifest import LINK, Manifest
 from ..refs import ArtifactRef
-from ..snapshots.restore import materialize
+from ..snapshots.restore import materialize, write_entry_file
 from .placing import check_dest, place_file, place_folder, staging_folder
 from .records import ArtifactRecord, RunRecord
 from .store import Store
@@ -118,8 +118,7 @@ def _fetch_one(
         hint = f"; it is a folder holding {', '.join(below[:5])}" if below else ""
         raise NotFoundError(f"{ref.experiment}/{ref.tag} has no file {ref.path!r}{hint}")
     written = os.path.join(tmp, posixpath.basename(ref.path or path))
-    store.repo.get_entry_file(entry, written)
-    os.chmod(written, entry.mode)
+    write_entry_file(store.repo, entry, written)
     if progress:
         progress(entry.size)
     return written

@@ -64,3 +64,32 @@ def test_links_that_stay_inside_are_accepted():
     m = Manifest.from_bytes(_doc([{"path": "d/link", "type": "link", "target": "../f"},
                                   {"path": "f", "size": 1, "mode": 420, "digest": D}]))
     assert [e.path for e in m.entries] == ["d/link", "f"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["back\\slash", "new\nline", "-leading-dash", "..x", "x..", "...", "n" * 255, "caf\xe9",
+     "bad-\udcff-utf8", "\udcc3(", "a\\..\\b", " spaced "],
+)
+def test_any_linux_file_name_is_accepted_and_round_trips(name):
+    m = Manifest.build([Entry(name, size=1, digest=D), Entry(f"dir/{name}", type="link", target=f"../{name}")])
+    again = Manifest.from_bytes(m.to_bytes())
+    assert again == m and again.digest == m.digest
+    assert m.to_bytes().isascii()  # canonical JSON stays ASCII whatever the names hold
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a\x00b",  # NUL: no file name holds one
+     "\ud800",  # a surrogate os.fsdecode never makes
+     "\udcc3\udca9",  # the bytes of "é" spelled as two escapes: a second name for the same file
+     "\udc41"],  # an escaped ASCII byte: not what os.fsdecode gives for b"A"
+)
+def test_names_that_are_not_canonical_file_names_are_refused(path):
+    with pytest.raises(UnsafePathError, match="absolute or malformed"):
+        Manifest.from_bytes(_doc([{"path": path, "size": 1, "mode": 420, "digest": D}]))
+
+
+def test_manifest_with_a_link_target_that_is_not_a_file_name_is_refused():
+    with pytest.raises(UnsafePathError, match="outside"):
+        Manifest.from_bytes(_doc([{"path": "l", "type": "link", "target": "\ud800"}]))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,7 +16,7 @@ from studio_run.snapshots.capture import snapshot
 from studio_run.snapshots.statcache import StatCache
 from studio_run.storage.local import LocalStorage
 from studio_run.storage.memory import MemoryStorage
-from tests.helpers import corrupt_object
+from tests.helpers import REPO, corrupt_object
 
 
 def _artifact(tmp_path):
@@ -117,3 +119,37 @@ def test_a_fill_from_a_store_that_is_not_on_local_disk(tmp_path):
     assert open(os.path.join(path, "big.bin"), "rb").read() == (src / "big.bin").read_bytes()
     assert cache.ensure(remote, manifest.digest, manifest) == (path, True)
     MemoryStorage.reset(name)
+
+
+_KILLED_FILL = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from studio_run.objects.repository import Repository
+from studio_run.snapshots.blobcache import BlobCache
+from studio_run.storage.local import LocalStorage
+repo = Repository(LocalStorage(sys.argv[2]))
+manifest = repo.get_manifest(sys.argv[3])
+BlobCache(sys.argv[4]).ensure(repo, sys.argv[3], manifest, lambda n: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+def test_a_killed_fill_is_counted_and_removed_by_the_next_fill(tmp_path):
+    repo, manifest = _artifact(tmp_path)
+    cache = BlobCache(str(tmp_path / "cache"))
+    killed = subprocess.run([sys.executable, "-c", _KILLED_FILL, REPO, repo.storage.root, manifest.digest, cache.root],
+                            capture_output=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    stats = cache.stats()
+    assert (stats.entries, stats.leftovers) == (0, 1) and stats.size > 0
+    live = os.path.join(cache.root, "ab", f".tmp-{'0' * 12}-{os.getpid()}-deadbeef")  # a fill under way here
+    os.makedirs(live)
+    old_style = os.path.join(cache.root, "cd", f".tmp-{'1' * 12}-cafebabe")  # no pid, fresh: maybe in use
+    os.makedirs(old_style)
+    path, hit = cache.ensure(repo, manifest.digest, manifest)
+    assert not hit and open(os.path.join(path, "a.txt")).read() == "alpha"
+    assert (cache.stats().entries, cache.stats().leftovers) == (1, 2)  # the killed fill's folder is gone
+    assert os.path.isdir(live) and os.path.isdir(old_style)
+    os.utime(old_style, (0, 0))  # ten minutes and more later
+    assert cache.remove_leftovers() == 1 and not os.path.exists(old_style)
+    removed = cache.clean()
+    assert (removed.entries, removed.leftovers) == (1, 1)
