@@ -79,11 +79,15 @@ def cache_info(ctx: click.Context, as_json: bool) -> None:
     config = config_of(ctx)
     stats = BlobCache(config.blobcache).stats()
     if as_json:
-        click.echo(json.dumps({"path": config.blobcache, "entries": stats.entries, "bytes": stats.size}))
+        click.echo(json.dumps({"path": config.blobcache, "entries": stats.entries, "bytes": stats.size,
+                               "unfinished_fills": stats.leftovers}))
         return
-    line = f"{config.blobcache}: {stats.entries} entries, {console.format_size(stats.size)}"
+    counts = f"{stats.entries} entries, {console.format_size(stats.size)}"
+    if stats.leftovers:  # fills killed half-way: counted in the size, removed by the next fill or clean
+        counts += f", {stats.leftovers} unfinished fills"
+    line = f"{config.blobcache}: {counts}"
     if sys.stdout.isatty() and len(line) > shutil.get_terminal_size((80, 24)).columns:
-        line = f"{config.blobcache}:\n  {stats.entries} entries, {console.format_size(stats.size)}"
+        line = f"{config.blobcache}:\n  {counts}"
     click.echo(line)
 
 
