@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Optional
 
 from ..objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
 from ..objects.manifest import LINK, Entry, Manifest
-from ..objects.repository import Repository
+from ..objects.local import LocalRepository
 from .batching import split_work
 from .statcache import StatCache, now_ns, stat_key
 
@@ -61,7 +61,7 @@ class SnapshotResult:
 
 def snapshot(
     path: str,
-    repo: Repository,
+    repo: LocalRepository,
     stat_cache: StatCache,
     *,
     ignore: object | None = None,
@@ -160,7 +160,7 @@ def snapshot(
 
 
 def _read_stable(
-    repo: Repository, cache: StatCache, rel: str, full: str, retries: int
+    repo: LocalRepository, cache: StatCache, rel: str, full: str, retries: int
 ) -> tuple[Optional[Entry], int]:
     """Store one file's content as it is between two identical stats; ``(None, 0)`` if it never holds."""
     for attempt in range(retries + 1):
@@ -189,7 +189,7 @@ def _read_stable(
     return None, 0
 
 
-def _ingest(repo: Repository, full: str, size: int) -> tuple[str, _Chunks, int]:
+def _ingest(repo: LocalRepository, full: str, size: int) -> tuple[str, _Chunks, int]:
     """Store one file: chunked when large, copied in the kernel when medium, from memory when small."""
     if size >= CHUNKED_FROM:
         return repo.ingest_file_chunked(full)

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from ..errors import UnsafePathError
 from ..objects.manifest import LINK, Entry, Manifest
+from ..objects.local import LocalRepository
 from ..objects.repository import Repository
 from .batching import split_work
 
@@ -92,7 +93,7 @@ def fill_new_folder(
         for entry in batch:
             target = os.path.join(dest, *entry.path.split("/"))
             mode = entry.mode & 0o555
-            if repo.is_local:
+            if isinstance(repo, LocalRepository):
                 out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
                 try:
                     repo.write_entry_to(entry, out)
