@@ -14,10 +14,12 @@ import time
 from contextlib import nullcontext
 from typing import Callable, ContextManager, Optional
 
+from .. import console
 from ..background import yield_to_script
 from ..objects.manifest import Manifest
 from ..snapshots.capture import SnapshotResult, snapshot
 from ..snapshots.statcache import StatCache
+from ..store.locks import SHARED, StoreLock
 from ..store.records import ArtifactRecord, RunRecord
 from ..store.store import Store
 
@@ -51,7 +53,10 @@ class Capturer:
         self.unstable: set[str] = set()
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._pending = False  # a capture changed the record and it is not published yet
         self._thread: Optional[threading.Thread] = None
+        # Held from a capture until the record naming what it found is written (gc waits).
+        self._store_lock = StoreLock(store.local_repo.storage, SHARED)
 
     def capture(
         self,
@@ -62,9 +67,15 @@ class Capturer:
         publish: bool = True,
     ) -> list[SnapshotResult]:
         """Snapshot each target; publish the record if any artifact changed. Errors are kept, not raised."""
-        results = []
+        results: list[SnapshotResult] = []
         changed = False
         with self._lock:
+            if not self._store_lock.held:
+                try:
+                    self._store_lock.acquire(on_wait=console.info)
+                except OSError as exc:
+                    self.errors.append(f"store lock: {exc.strerror or exc}")
+                    return results
             for target in targets:
                 guard: ContextManager[object] = target.lock if target.lock is not None else nullcontext()
                 try:
@@ -96,12 +107,19 @@ class Capturer:
             self.store.local_repo.flush()  # objects and manifests durable before any record
             if changed and publish:
                 self.store.publish(self.record)
+                self._pending = False
+            elif changed:
+                self._pending = True
+            if publish and not self._pending:
+                self._store_lock.release()
         return results
 
     def publish(self, final: bool = False) -> None:
         """Write the record now (status changes)."""
         with self._lock:
             self.store.publish(self.record, final=final)
+            self._pending = False
+            self._store_lock.release()
 
     def start(self, targets: list[Target], interval: float) -> None:
         """Capture ``targets`` every ``interval`` seconds on a background thread until ``stop``."""
