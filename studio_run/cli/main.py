@@ -158,7 +158,7 @@ def gc(ctx: click.Context, grace: str, dry_run: bool) -> None:
     from ..config import parse_duration
     from ..store.gc import collect_garbage
 
-    result = collect_garbage(_open(ctx), parse_duration(grace, "--grace"), dry_run)
+    result = collect_garbage(_open(ctx), parse_duration(grace, "--grace", allow_zero=True), dry_run)
     verb = "would remove" if dry_run else "removed"
     local = result.local
     staged = "" if local is None else (
