@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
 from ..objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
-from ..objects.manifest import LINK, Entry, Manifest
 from ..objects.local import LocalRepository
+from ..objects.manifest import LINK, Entry, Manifest
 from .batching import split_work
 from .statcache import StatCache, now_ns, stat_key
 

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 from ..errors import UnsafePathError
-from ..objects.manifest import LINK, Entry, Manifest
 from ..objects.local import LocalRepository
+from ..objects.manifest import LINK, Entry, Manifest
 from ..objects.repository import Repository
 from .batching import split_work
 
