@@ -113,8 +113,8 @@ def snapshot(
         value = cached.get(stat_key(st))
         if value is not None:
             digest, chunks = _decode(value)
-            objects = [d for d, _ in chunks] or [digest]
-            if all(d in known or repo.has_object(d) for d in objects):
+            objects = list(chunks) or [(digest, st.st_size)]
+            if all(d in known or repo.has_object(d, n) for d, n in objects):  # a truncated object is stored again
                 entries.append(Entry(rel, size=st.st_size, mode=st.st_mode & 0o777, digest=digest, chunks=chunks))
                 if progress:
                     progress(st.st_size)
