@@ -14,6 +14,7 @@ import click
 
 from ..errors import StudioError
 from ..refs import ArtifactRef, CaptureSpec, ReuseSpec
+from .check import check
 from .params import ARTIFACT_REF, CAPTURE, REUSE
 
 __all__ = ["cli", "main"]
@@ -226,6 +227,9 @@ def cache_clean(ctx: click.Context) -> None:
     config = _config(ctx)
     stats = BlobCache(config.blobcache).clean()
     console.info(f"removed {stats.entries} entries ({console.format_size(stats.size)}) from {config.blobcache}")
+
+
+cli.add_command(check)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

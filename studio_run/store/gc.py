@@ -116,9 +116,12 @@ def _exclusive(storage: Storage, wait: float, note: Warn) -> Iterator[None]:
         lock.release()
 
 
-def live_manifests(records: RecordStore, warn: Warn) -> dict[str, list[str]]:
+def live_manifests(
+    records: RecordStore, warn: Warn, unreadable: Optional[list[tuple[str, str]]] = None
+) -> dict[str, list[str]]:
     """Manifest digest -> the runs (``experiment@version``) pointing at it, read from every
-    record; a record that cannot be read is named and every digest in its bytes counts."""
+    record; a record that cannot be read is named (and added to ``unreadable`` as ``(key,
+    experiment@version)``) and every digest in its bytes counts."""
     live: dict[str, list[str]] = {}
     for experiment, ids in records.all_runs().items():
         for version, run_id in enumerate(ids, 1):
@@ -131,7 +134,9 @@ def live_manifests(records: RecordStore, warn: Warn) -> dict[str, list[str]]:
             try:
                 digests = _record_digests(RunRecord.from_dict(json.loads(data)))
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                warn(f"record {key} cannot be read ({type(exc).__name__}); everything it may point at is kept")
+                warn(f"record {key} ({name}) cannot be read ({type(exc).__name__}); everything it may point at is kept")
+                if unreadable is not None:
+                    unreadable.append((key, name))
                 digests = _digests_in(data)
             for digest in digests:
                 live.setdefault(digest, []).append(name)
