@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -70,7 +68,7 @@ class LockInfo:
 
 
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+    return re.sub(r"[^A-Za-z0-9_.]", "_", os.uname().nodename) or "host"
 
 
 class StoreLock:
@@ -89,7 +87,7 @@ class StoreLock:
             raise ValueError(f"lock kind {kind!r}")
         self.storage, self.kind = storage, kind
         self.stale_after, self.refresh_every, self.poll = stale_after, refresh_every, poll
-        self.key = f"{_PREFIX}{kind}-{_host()}-{os.getpid()}-{secrets.token_hex(6)}"
+        self.key = f"{_PREFIX}{kind}-{_host()}-{os.getpid()}-{os.urandom(6).hex()}"
         self._server_time = 0.0  # the store's clock when our lock was last written...
         self._written_at = 0.0  # ...and this machine's monotonic clock at that moment
         self._stop = threading.Event()
@@ -182,7 +180,7 @@ class StoreLock:
 
     # -- writing our own ----------------------------------------------------------------------
     def _write(self) -> None:
-        self.storage.write_bytes(self.key, b"")
+        self.storage.touch(self.key)
         written_at = time.monotonic()
         try:
             self._server_time = self.storage.info(self.key).mtime
