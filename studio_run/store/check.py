@@ -22,14 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .. import console
 from ..objects.digest import hash_bytes, hash_file
 from ..objects.local import LocalRepository
 from ..objects.manifest import Manifest
 from ..objects.packs import index_key, pack_key
 from ..objects.repository import QUARANTINE, Repository
 from .gc import LOCK_WAIT, live_manifests
-from .locks import EXCLUSIVE, SHARED, store_lock
+from .locks import EXCLUSIVE, SHARED, hold
 from .store import Store
 
 __all__ = ["CheckResult", "Damage", "check_store"]
@@ -73,9 +72,11 @@ class CheckResult:
 
 def check_store(store: Store, repair: bool = False, progress: Optional[Callable[[int], None]] = None) -> CheckResult:
     """Verify every object, pack and manifest of ``store`` (with ``repair``, quarantine the damaged)."""
-    kind = EXCLUSIVE if repair else SHARED
-    with store_lock(store.storage, kind, wait=LOCK_WAIT, on_wait=console.info):
-        return _Check(store.repo, repair, progress or (lambda n: None)).run(store)
+    notes: list[str] = []
+    with hold(store.storage, EXCLUSIVE if repair else SHARED, wait=LOCK_WAIT, note=notes.append):
+        result = _Check(store.repo, repair, progress or (lambda n: None)).run(store)
+    result.notes[:0] = notes
+    return result
 
 
 class _Check:

@@ -27,18 +27,16 @@ from __future__ import annotations
 import json
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Optional
 
 from .. import console
-from ..errors import IntegrityError, StoreError
+from ..errors import IntegrityError
 from ..objects.digest import hash_bytes
 from ..objects.manifest import Manifest
 from ..objects.packs import index_key, pack_key
 from ..objects.repository import Repository
-from ..storage.base import Storage
-from .locks import EXCLUSIVE, SHARED, StoreBusy, StoreLock, list_locks
+from .locks import EXCLUSIVE, hold
 from .records import RecordStore, RunRecord
 from .staging_gc import PruneResult, prune_local_copies
 from .store import Store
@@ -85,35 +83,13 @@ def collect_garbage(
         problems.append(problem)
         warn(problem)
 
-    with _exclusive(store.storage, lock_wait, note):
+    with hold(store.storage, EXCLUSIVE, wait=lock_wait, note=note):
         result = _sweep(store.repo, store.records, grace, dry_run, note)
     local = None
     if store.is_remote:
-        with _exclusive(store.local_repo.storage, lock_wait, note):
+        with hold(store.local_repo.storage, EXCLUSIVE, wait=lock_wait, note=note):
             local = prune_local_copies(store, grace, dry_run, result.swept_packs)
     return GcResult(result.objects, result.manifests, result.bytes, result.young, local, tuple(problems))
-
-
-@contextmanager
-def _exclusive(storage: Storage, wait: float, note: Warn) -> Iterator[None]:
-    """Hold the exclusive lock; where it cannot even be written (a store refusing writes),
-    sweep without it unless a capture's lock is seen, and say so."""
-    lock = StoreLock(storage, EXCLUSIVE)
-    try:
-        lock.acquire(wait, on_wait=console.info)
-    except StoreBusy:
-        raise
-    except (OSError, StoreError) as exc:
-        busy = [i for i in list_locks(storage) if i.kind == SHARED and i.age < lock.stale_after]
-        if busy:
-            raise StoreBusy(f"the store is in use by {busy[0].describe()}; run gc again later") from exc
-        note(f"could not write gc's lock to the store ({exc}); swept without it, no capture's lock was seen")
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def live_manifests(

@@ -29,13 +29,15 @@ import os
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
+from .. import console
 from ..errors import StoreError
 from ..storage.base import Storage
 
-__all__ = ["EXCLUSIVE", "LockInfo", "REFRESH_EVERY", "SHARED", "STALE_AFTER", "StoreBusy", "StoreLock",
+__all__ = ["EXCLUSIVE", "LockInfo", "REFRESH_EVERY", "SHARED", "STALE_AFTER", "StoreBusy", "StoreLock", "hold",
            "list_locks", "store_lock"]
 
 SHARED = "shared"
@@ -267,3 +269,28 @@ def store_lock(
     """``with store_lock(storage, SHARED):`` holds a lock for the block (see the module docstring)."""
     lock = StoreLock(storage, kind, stale_after=stale_after, refresh_every=refresh_every, poll=poll)
     return _Held(lock, wait, on_wait)
+
+
+@contextmanager
+def hold(
+    storage: Storage, kind: str, *, wait: Optional[float], note: Callable[[str], None]
+) -> Iterator[Optional[StoreLock]]:
+    """Hold a lock for a maintenance command (gc, check); where it cannot even be written
+    (read-only credentials, a store refusing writes), go on without it unless another holder's
+    lock is seen that this one would have had to wait for, and say so through ``note``."""
+    lock = StoreLock(storage, kind)
+    try:
+        lock.acquire(wait, on_wait=console.info)
+    except StoreBusy:
+        raise
+    except (OSError, StoreError) as exc:
+        seen = [i for i in list_locks(storage) if i.age < lock.stale_after and (kind == EXCLUSIVE or i.kind == EXCLUSIVE)]
+        if seen:
+            raise StoreBusy(f"the store is in use by {seen[0].describe()}; try again later") from exc
+        note(f"could not write a lock to the store ({exc}); went on without it, as no other holder's lock was seen")
+        yield None
+        return
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -178,3 +178,23 @@ def test_the_command_exits_0_when_clean_and_1_with_one_line_per_damage(tmp_path)
     repaired = studio("--store", str(root), "check", "--repair", home=str(home))
     assert repaired.returncode == 1 and "moved to quarantine" in repaired.stderr
     assert os.path.exists(root / "quarantine" / "objects" / digest[:2] / digest[2:])
+
+
+def test_a_store_this_machine_may_only_read_is_checked_without_a_lock(tmp_path):
+    from studio_run.objects.repository import Repository
+    from studio_run.storage.local import LocalStorage
+    from studio_run.storage.memory import MemoryStorage
+    from studio_run.store.records import RecordStore
+
+    class ReadOnly(MemoryStorage):
+        def write_bytes(self, key, data, *, exclusive=False):  # type: ignore[no-untyped-def]
+            if key.startswith("locks/"):
+                raise PermissionError(f"{self.url}: write {key}: AccessDenied")
+            super().write_bytes(key, data, exclusive=exclusive)
+
+    storage = ReadOnly(f"ro-{uuid.uuid4().hex[:8]}")
+    config = Config(home=str(tmp_path / "h"), store=storage.url, fsync=False)
+    staging = Repository(LocalStorage(str(tmp_path / "staging")))
+    store = Store(storage.url, storage, Repository(storage), staging, RecordStore(storage), config)  # type: ignore[arg-type]
+    result = check_store(store)
+    assert result.clean and len(result.notes) == 1 and "went on without it" in result.notes[0]
