@@ -184,7 +184,7 @@ class Syncer:
             raise StagingDamaged(f"its pending record cannot be read ({exc})") from exc
         if entry is None:
             return True
-        with store_lock(self.store.storage, SHARED):  # gc waits until the pointer is written
+        with store_lock(self.store.storage, SHARED) as lock:  # gc waits until the pointer is written
             self._forget_if_swept()
             for art in entry.record.artifacts.values():
                 if art.digest:
@@ -192,6 +192,7 @@ class Syncer:
             if entry.environment is not None:
                 self.store.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
                 self.journal.remove_environment(name)
+            lock.check()  # a lock taken for dead meanwhile: the next round uploads again
             self.store.records.write(entry.record)  # the pointer, last
         with self._cond:  # a submit cannot replace the entry between the compare and the delete
             return self.journal.remove(name, entry.data)

@@ -1,11 +1,27 @@
-"""``studio gc`` on a remote store: packs go only when none of their objects is live."""
+"""``studio gc``: packs go only when none of their objects is live (remote store); on a full disk it
+frees space, a second gc fails in one line, stray files and damaged records and manifests are named
+while the rest is swept, keys vanishing under it are skipped."""
 
 from __future__ import annotations
 
+import errno
+import os
+import re
+import subprocess
+
+import pytest
+
+from studio_run.config import Config
 from studio_run.objects.packs import index_key, pack_key
 from studio_run.objects.repository import Repository
+from studio_run.runner.capturer import Capturer, Target
+from studio_run.snapshots.statcache import StatCache
+from studio_run.storage.local import LocalStorage
 from studio_run.store.gc import collect_garbage
-from studio_run.store.records import RecordStore
+from studio_run.store.locks import EXCLUSIVE, StoreLock
+from studio_run.store.open import open_store
+from studio_run.store.records import RecordStore, RunRecord, new_run_id
+from tests.helpers import studio
 from tests.store.test_sync import _record, _tree, opened, spy  # noqa: F401  (fixtures)
 
 KEEP = {f"k{i:03}.txt": f"keep {i}\n".encode() for i in range(40)}
@@ -33,25 +49,7 @@ def test_a_pack_of_dead_objects_is_swept_and_a_live_one_kept(tmp_path, spy, open
     manifest = reader.repo.get_manifest(kept.artifacts["w"].digest)
     assert {e.path: reader.repo.read_object(e.digest) for e in manifest.entries} == KEEP
 
-
 # -- gc on a local store: full disk, a second gc, stray files, damaged records and manifests ------------
-
-import errno  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-
-import pytest  # noqa: E402
-
-from studio_run.config import Config  # noqa: E402
-from studio_run.runner.capturer import Capturer, Target  # noqa: E402
-from studio_run.snapshots.statcache import StatCache  # noqa: E402
-from studio_run.storage.local import LocalStorage  # noqa: E402
-from studio_run.store.locks import EXCLUSIVE, StoreLock  # noqa: E402
-from studio_run.store.open import open_store  # noqa: E402
-from studio_run.store.records import RunRecord, new_run_id  # noqa: E402
-from tests.helpers import studio  # noqa: E402
-
-
 def _cli_home(tmp_path) -> str:
     (tmp_path / "cli").mkdir(exist_ok=True)
     return str(tmp_path / "cli")
@@ -82,7 +80,6 @@ def small_disk(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
-    print("tmpfs mounted" if done.returncode == 0 else f"tmpfs not mounted: {done.stderr!r}")
     yield mount, done.returncode == 0
     if done.returncode == 0:
         subprocess.run(["umount", "-l", str(mount)], check=True)
@@ -196,6 +193,4 @@ def test_keys_that_vanish_under_gc_are_skipped(tmp_path, monkeypatch):
 
 
 def _digests(data: bytes) -> set[str]:
-    import re
-
     return {m.decode() for m in re.findall(rb"[0-9a-f]{64}", data)}
