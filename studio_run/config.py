@@ -83,12 +83,15 @@ class Config:
         return replace(self, store=url) if url else self
 
 
-def parse_duration(value: object, what: str = "duration") -> float:
-    """Seconds from ``90``, ``10s``, ``2m``, ``1.5h`` or ``500ms``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+def parse_duration(value: object, what: str = "duration", allow_zero: bool = False) -> float:
+    """Seconds from ``90``, ``10s``, ``2m``, ``1.5h`` or ``500ms`` (``0s`` only with ``allow_zero``)."""
+    def allowed(number: float) -> bool:
+        return number >= 0 if allow_zero else number > 0
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and allowed(value):
         return float(value)
     match = _DURATION.match(str(value)) if isinstance(value, (str, int, float)) else None
-    if not match or float(match.group(1)) <= 0:
+    if not match or not allowed(float(match.group(1))):
         raise ConfigError(f"{what} {value!r} is not a duration; write e.g. 30s, 2m or 1h")
     number, unit = float(match.group(1)), match.group(2) or "s"
     return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]

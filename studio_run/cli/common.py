@@ -72,4 +72,5 @@ def _empty_store(path: str, config: "Config") -> "Store":
 
     storage = MemoryStorage(f"absent-{uuid.uuid4().hex}")
     repo = Repository(storage)
-    return Store("file://" + path, storage, repo, repo, RecordStore(storage), config)
+    # read-only commands never capture into it, so the in-memory repository stands in for both
+    return Store("file://" + path, storage, repo, repo, RecordStore(storage), config)  # type: ignore[arg-type]

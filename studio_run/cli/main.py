@@ -15,6 +15,7 @@ import click
 
 from ..errors import StudioError
 from .browse import logs, ls
+from .check import check
 from .maintenance import cache, gc, sync
 from .records import delete, get, list_, show
 from .run import run
@@ -43,7 +44,10 @@ cli.add_command(delete)
 cli.add_command(gc)
 cli.add_command(sync)
 cli.add_command(cache)
-# (`studio check` is added here by its module.)
+cli.add_command(check)
+
+
+cli.add_command(check)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

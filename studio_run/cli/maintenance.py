@@ -19,7 +19,7 @@ def gc(ctx: click.Context, grace: str, dry_run: bool) -> None:
     from ..config import parse_duration
     from ..store.gc import collect_garbage
 
-    result = collect_garbage(open_store(ctx, read_only=True), parse_duration(grace, "--grace"), dry_run)
+    result = collect_garbage(open_store(ctx, read_only=True), parse_duration(grace, "--grace", allow_zero=True), dry_run)
     verb = "would remove" if dry_run else "removed"
     local = result.local
     staged = "" if local is None else (

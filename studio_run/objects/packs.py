@@ -222,10 +222,25 @@ class PackSet:
                 self._where.setdefault(digest, (name, offset, length))
         return name
 
+    def quarantine(self, name: str) -> None:
+        """Move a damaged pack under ``quarantine/``, index first (its objects then count as
+        missing, so the next upload of the same content stores them again)."""
+        for key in (index_key(name), pack_key(name)):
+            try:
+                data = self.storage.read_bytes(key)
+            except FileNotFoundError:
+                continue
+            self.storage.write_bytes("quarantine/" + key, data)
+            self.storage.delete(key)
+        self._forget(name)
+
     def delete(self, name: str) -> None:
         """Remove a pack, index first (garbage collection only)."""
         self.storage.delete(index_key(name))
         self.storage.delete(pack_key(name))
+        self._forget(name)
+
+    def _forget(self, name: str) -> None:
         with self._lock:
             for digest in self._members.pop(name, []):
                 if self._where.get(digest, (None,))[0] == name:

@@ -2,14 +2,20 @@
 
 Layout on the storage (two-character fan-out keeps folders small on disk and SFTP)::
 
-    objects/ab/cdef…     file contents, named by their BLAKE3 digest
-    manifests/ab/cdef…   manifests (canonical JSON), named by their digest
-    gc/last-sweep        a new random mark each time garbage collection deletes content
+    objects/ab/cdef…         file contents, named by their BLAKE3 digest
+    manifests/ab/cdef…       manifests (canonical JSON), named by their digest
+    gc/last-sweep            a new random mark each time garbage collection deletes content
+    quarantine/<key>         objects and manifests found damaged, moved aside (never read again)
 
 Nothing here is ever overwritten with different bytes: a key names its content. A snapshot
 becomes visible only when a record pointing at its manifest is written (``studio_run.store.records``),
 after every object and the manifest are in place, so a reader never meets a missing object.
-Every byte read back is checked against its digest before it is handed out.
+Every byte read back is checked against its digest before it is handed out; a loose object or
+manifest that fails the check is moved to ``quarantine/``, so it counts as absent and the next
+capture of the same content stores it again (a damaged copy is never trusted twice).
+
+``Repository(storage)`` builds the type that fits the storage: a ``LocalStorage`` gets a
+``LocalRepository`` (``studio_run.objects.local``), which adds what only local disk can do.
 """
 
 from __future__ import annotations
@@ -19,33 +25,50 @@ import itertools
 import os
 import secrets
 import threading
-from typing import Iterator, Optional
+from typing import Any, Callable, ClassVar, Iterator, Optional
 
 from ..errors import IntegrityError
 from ..storage.base import Storage
-from ..storage.local import LocalStorage
-from .digest import CHUNK, FILE_CHUNK, Hasher, chunk_list_digest, hash_bytes, is_digest
+from .digest import CHUNK, Hasher, hash_bytes, is_digest
 from .manifest import Entry, Manifest
 from .packs import PackSet
 
-__all__ = ["Repository", "copy_with_digest"]
+__all__ = ["QUARANTINE", "Repository", "copy_with_digest", "corrupted"]
 
+QUARANTINE = "quarantine/"
 _SWEEP_KEY = "gc/last-sweep"
-
 _COUNTER = itertools.count()
-_LOOK_FIRST_FROM = 1 << 20
-#: Whether this kernel, file system and /proc can make unnamed files and link them (learned once).
-_UNNAMED = [os.path.isdir("/proc/self/fd") and hasattr(os, "O_TMPFILE")]
+
+
+def corrupted(kind: str, digest: str, actual: str, moved: bool = False) -> IntegrityError:
+    """The one message for stored bytes that do not match their name (``moved``: to quarantine)."""
+    where = "; it was moved to quarantine" if moved else ""
+    return IntegrityError(
+        f"{kind} {digest[:12]}… is corrupted in the store (its bytes hash to {actual[:12]}…){where}; "
+        "re-capture the artifact to store it again, or delete the damaged run"
+    )
 
 
 class Repository:
-    """Objects and manifests on one ``Storage``; fast file paths when that storage is local."""
+    """Objects and manifests on one ``Storage``, every read verified."""
+
+    #: Whether objects are plain files on this machine (captures write straight into them).
+    is_local: ClassVar[bool] = False
+    _by_storage: ClassVar[dict[type, type["Repository"]]] = {}
+
+    def __init_subclass__(cls, storage: Optional[type] = None, **kwargs: Any) -> None:
+        """A subclass declared with ``storage=SomeStorage`` is what ``Repository(SomeStorage(...))`` builds."""
+        super().__init_subclass__(**kwargs)
+        if storage is not None:
+            Repository._by_storage[storage] = cls
+
+    def __new__(cls, storage: Storage, pack_index_cache: Optional[str] = None) -> "Repository":
+        if cls is Repository:
+            cls = Repository._by_storage.get(type(storage), cls)
+        return super().__new__(cls)
 
     def __init__(self, storage: Storage, pack_index_cache: Optional[str] = None) -> None:
         self.storage = storage
-        self._folders: set[str] = set()
-        self._inflight: set[str] = set()
-        self._lock = threading.Lock()
         self._dirty = False
         self.packs = PackSet(storage, pack_index_cache)
 
@@ -54,11 +77,6 @@ class Repository:
         if self._dirty:
             self._dirty = False
             self.storage.flush()
-
-    @property
-    def is_local(self) -> bool:
-        """Whether objects are plain files on this machine (capture writes straight into them)."""
-        return isinstance(self.storage, LocalStorage)
 
     # -- keys ---------------------------------------------------------------------------------
     @staticmethod
@@ -72,9 +90,9 @@ class Repository:
         return f"manifests/{digest[:2]}/{digest[2:]}"
 
     # -- objects ----------------------------------------------------------------------------------
-    def has_object(self, digest: str) -> bool:
-        """Whether the object is stored, loose or in a pack."""
-        return self.storage.exists(self.object_key(digest)) or (not self.is_local and self.packs.contains(digest))
+    def has_object(self, digest: str, size: Optional[int] = None) -> bool:
+        """Whether the object is stored, loose or in a pack (``size``: see ``LocalRepository``)."""
+        return self.storage.exists(self.object_key(digest)) or self.packs.contains(digest)
 
     def put_object_file(self, digest: str, path: str, *, assume_absent: bool = False) -> bool:
         """Store a file already known to hash to ``digest``; False when it was there already.
@@ -89,167 +107,6 @@ class Repository:
         self.storage.put_file(path, key)
         return True
 
-    def ingest_file(self, path: str) -> tuple[str, int]:
-        """Copy a file into a local repository and name it by the digest of the copy.
-
-        Returns ``(digest, bytes_written)``; ``bytes_written`` is 0 when the content was already
-        stored. The kernel copies the bytes (``copy_file_range``: no trip through Python), then
-        the *copy* is hashed from the page cache, so an object's name is always the digest of
-        the bytes it holds, even if the source changed mid-copy; the caller compares stats
-        before and after to decide whether the copy is a consistent one.
-        """
-        out = self._open_unnamed()
-        if out is None:
-            return self._ingest_file_named(path)
-        try:
-            with open(path, "rb") as src:
-                size = _copy_fd(src.fileno(), out)
-            hasher = Hasher(size)
-            if size:
-                hasher.update_mmap(_fd_path(out))
-            digest = hasher.hexdigest()
-            return digest, self._link_into_place(out, digest, size)
-        finally:
-            os.close(out)
-
-    def _ingest_file_named(self, path: str) -> tuple[str, int]:
-        """``ingest_file`` where unnamed files are not available: a named temp file and a rename."""
-        tmp = self._temp_path()
-        try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-            try:
-                with open(path, "rb") as src:
-                    size = _copy_fd(src.fileno(), out)
-            finally:
-                os.close(out)
-            hasher = Hasher(size)
-            if size:
-                hasher.update_mmap(tmp)
-            return self._commit_temp(tmp, hasher.hexdigest(), size)
-        finally:
-            _unlink_quiet(tmp)
-
-    def ingest_file_chunked(self, path: str) -> tuple[str, tuple[tuple[str, int], ...], int]:
-        """Store a large file as fixed-size chunks; ``(chunk-list digest, chunks, bytes_written)``.
-
-        Each chunk is read once into memory, hashed, and written only if the store lacks it, so a
-        partly rewritten checkpoint costs the chunks that changed. Every chunk object is named by
-        the digest of the very bytes written, whatever the source does meanwhile.
-        """
-        chunks: list[tuple[str, int]] = []
-        written = 0
-        buf = bytearray(FILE_CHUNK)
-        view = memoryview(buf)
-        with open(path, "rb", buffering=0) as src:
-            while True:
-                n = _read_full(src, view)
-                if not n:
-                    break
-                piece = view[:n]
-                digest, stored = self.ingest_bytes(piece, hash_bytes(piece))
-                chunks.append((digest, n))
-                written += stored
-        return chunk_list_digest(chunks), tuple(chunks), written
-
-    def ingest_bytes(self, data: "bytes | memoryview", digest: str) -> tuple[str, int]:
-        """Store in-memory content already hashed to ``digest``; ``(digest, bytes_written)``.
-
-        Content of a megabyte or more is looked up first, to skip writing it again; smaller
-        content is written straight away, since the link that names it fails on its own when
-        the object exists, for less than a separate lookup costs.
-        """
-        if len(data) >= _LOOK_FIRST_FROM and os.path.exists(self._object_path(digest)):
-            return digest, 0
-        out = self._open_unnamed()
-        if out is None:
-            return self._ingest_bytes_named(data, digest)
-        try:
-            _write_all(out, data)
-            return digest, self._link_into_place(out, digest, len(data))
-        finally:
-            os.close(out)
-
-    def _ingest_bytes_named(self, data: "bytes | memoryview", digest: str) -> tuple[str, int]:
-        tmp = self._temp_path()
-        try:
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
-            try:
-                _write_all(out, data)
-            finally:
-                os.close(out)
-            return self._commit_temp(tmp, digest, len(data))
-        finally:
-            _unlink_quiet(tmp)
-
-    def _open_unnamed(self) -> Optional[int]:
-        """A new file with no name yet in the store (``O_TMPFILE``), or None where unsupported.
-
-        Such a file is given its object name by ``link`` once complete, which fails when the
-        object exists, so "already stored" costs no lookup, two writers of the same content
-        settle it in the kernel, and a crash before the link leaves nothing behind to clean up.
-        """
-        if not _UNNAMED[0]:
-            return None
-        folder = os.path.join(self._local().root, ".tmp")
-        try:
-            return os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o444)
-        except FileNotFoundError:
-            os.makedirs(folder, exist_ok=True)
-            return self._open_unnamed()
-        except OSError as exc:
-            if exc.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                _UNNAMED[0] = False
-                return None
-            raise
-
-    def _link_into_place(self, fd: int, digest: str, size: int) -> int:
-        """Name an unnamed file as the object ``digest``; bytes written, 0 if it was stored already."""
-        target = self._object_path(digest)
-        folder = os.path.dirname(target)
-        if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
-            self._folders.add(folder)
-        try:
-            # linkat(AT_SYMLINK_FOLLOW) through /proc: the one way to name an O_TMPFILE without
-            # CAP_DAC_READ_SEARCH; a plain link() of "/proc/self/fd/N" would link the symlink.
-            os.link(str(fd), target, src_dir_fd=_proc_fds(), follow_symlinks=True)
-        except FileExistsError:
-            return 0
-        self._dirty = True
-        return size
-
-    def _temp_path(self) -> str:
-        name = f"o-{os.getpid()}-{threading.get_ident()}-{next(_COUNTER)}"
-        return os.path.join(self._local().root, ".tmp", name)
-
-    def _commit_temp(self, tmp: str, digest: str, size: int) -> tuple[str, int]:
-        """Rename a finished temp file onto its object name; ``(digest, 0)`` if it was stored already.
-
-        Renaming over an existing object would be harmless (same bytes), so the existence check
-        only keeps the byte count honest; an in-process set settles two threads storing the same
-        content at once.
-        """
-        target = self._object_path(digest)
-        with self._lock:
-            if digest in self._inflight or os.path.exists(target):
-                return digest, 0
-            self._inflight.add(digest)
-        try:
-            self._rename_into_place(tmp, target)
-        finally:
-            with self._lock:
-                self._inflight.discard(digest)
-        return digest, size
-
-    def _rename_into_place(self, tmp: str, target: str) -> None:
-        """Move a finished temp file onto its name, creating its fan-out folder once."""
-        folder = os.path.dirname(target)
-        if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
-            self._folders.add(folder)
-        os.rename(tmp, target)
-        self._dirty = True
-
     def get_object_file(self, digest: str, dest: str) -> None:
         """Write the object to ``dest`` (atomically), raising ``IntegrityError`` if its bytes are wrong.
 
@@ -258,34 +115,23 @@ class Repository:
         folder = os.path.dirname(os.path.abspath(dest)) or "."
         tmp = os.path.join(folder, f".tmp-studio-{os.getpid()}-{threading.get_ident()}-{next(_COUNTER)}")
         try:
-            if self.is_local:
-                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                self.storage.get_file(self.object_key(digest), tmp)
+            except FileNotFoundError:
                 try:
-                    with open(self._object_path(digest), "rb") as src:
-                        size = _copy_fd(src.fileno(), out)
-                finally:
-                    os.close(out)
-            else:
-                try:
-                    self.storage.get_file(self.object_key(digest), tmp)
-                except FileNotFoundError:
-                    with open(tmp, "wb") as packed:
-                        packed.write(self.packs.read(digest))
-                size = os.path.getsize(tmp)
+                    data = self.packs.read(digest)
+                except FileNotFoundError as exc:
+                    raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
+                with open(tmp, "wb") as packed:
+                    packed.write(data)
+            size = os.path.getsize(tmp)
             hasher = Hasher(size)
             if size:
                 hasher.update_mmap(tmp)
             actual = hasher.hexdigest()
             if actual != digest:
-                raise IntegrityError(
-                    f"object {digest[:12]}… is corrupted in the store (its bytes hash to {actual[:12]}…); "
-                    "delete the damaged run or re-capture the artifact"
-                )
+                raise corrupted("object", digest, actual, self.quarantine_object(digest))
             os.replace(tmp, dest)
-        except FileNotFoundError as exc:
-            if exc.filename == tmp or os.path.dirname(str(exc.filename)) == folder:
-                raise
-            raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
         finally:
             _unlink_quiet(tmp)
 
@@ -304,39 +150,6 @@ class Repository:
         finally:
             _unlink_quiet(tmp)
 
-    def write_entry_to(self, entry: Entry, out: int) -> None:
-        """Append one entry's content to the open file ``out``, verifying each object it copies.
-
-        Local repositories only. A small object is read once, hashed and written from the same
-        buffer; a large one is copied in the kernel (``copy_file_range``) and then hashed from
-        the page cache the copy just filled, so no byte crosses into Python twice. A missing or
-        corrupted object raises ``IntegrityError`` after part of it may have been written, so
-        ``out`` must be a file the caller throws away on error.
-        """
-        for digest, size in entry.chunks or ((entry.digest, entry.size),):
-            path = self._object_path(digest)
-            try:
-                src = os.open(path, os.O_RDONLY)
-            except FileNotFoundError as exc:
-                raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
-            try:
-                if size < _COPY_IN_KERNEL_FROM:  # the manifest's size bounds this one read
-                    data = os.read(src, size)
-                    actual = hash_bytes(data)
-                    _write_all(out, data)
-                else:
-                    _copy_fd(src, out)
-                    hasher = Hasher(size)
-                    hasher.update_mmap(path)
-                    actual = hasher.hexdigest()
-            finally:
-                os.close(src)
-            if actual != digest:
-                raise IntegrityError(
-                    f"object {digest[:12]}… is corrupted in the store (its bytes hash to {actual[:12]}…); "
-                    "delete the damaged run or re-capture the artifact"
-                )
-
     def read_object(self, digest: str) -> bytes:
         """An object's bytes, verified; ``IntegrityError`` when missing or corrupted."""
         try:
@@ -348,17 +161,15 @@ class Repository:
                 raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
         actual = hash_bytes(data)
         if actual != digest:
-            raise IntegrityError(
-                f"object {digest[:12]}… is corrupted in the store (its bytes hash to {actual[:12]}…); "
-                "delete the damaged run or re-capture the artifact"
-            )
+            raise corrupted("object", digest, actual, self.quarantine_object(digest))
         return data
 
-    def iter_objects(self, fan: str = "") -> Iterator[str]:
-        """Digests of every stored object, or of those in one fan-out folder (``fan``: ``"ab"``)."""
-        for key in self.storage.list(f"objects/{fan}/" if fan else "objects/"):
-            _, head, rest = key.split("/", 2)
-            yield head + rest
+    def iter_objects(self, fan: str = "", on_stray: Optional[Callable[[str], None]] = None) -> Iterator[str]:
+        """Digests of every stored object, or of those in one fan-out folder (``fan``: ``"ab"``).
+
+        A key that is not an object's name (a stray file) is skipped and handed to ``on_stray``.
+        """
+        yield from _digests(self.storage.list(f"objects/{fan}/" if fan else "objects/"), on_stray)
 
     def delete_object(self, digest: str) -> None:
         """Remove an object (garbage collection only)."""
@@ -366,26 +177,20 @@ class Repository:
 
     # -- manifests --------------------------------------------------------------------------------
     def put_manifest(self, manifest: Manifest) -> str:
-        """Store a manifest (once) and return its digest.
+        """Store a manifest (once) and return its digest; remote stores are durable on return.
 
-        On local disk it is written like an object (temp file and rename, no fsync of its own):
-        like objects, it becomes durable with the ``flush`` that precedes the record pointing
-        at it. Remote stores are durable on return.
+        One existing of another size is damaged and is replaced (a same-size one is caught by
+        the digest check of ``get_manifest``, which quarantines it).
         """
         digest = manifest.digest
         key = self.manifest_key(digest)
-        if self.is_local:
-            target = self._local().path_of(key)
-            if not os.path.exists(target):
-                tmp = self._temp_path()
-                try:
-                    with open(tmp, "wb") as out:
-                        out.write(manifest.to_bytes())
-                    self._rename_into_place(tmp, target)
-                finally:
-                    _unlink_quiet(tmp)
-        elif not self.storage.exists(key):
-            self.storage.write_bytes(key, manifest.to_bytes())
+        data = manifest.to_bytes()
+        try:
+            if self.storage.info(key).size == len(data):
+                return digest
+        except FileNotFoundError:
+            pass
+        self.storage.write_bytes(key, data)
         return digest
 
     def get_manifest(self, digest: str) -> Manifest:
@@ -394,106 +199,99 @@ class Repository:
             data = self.storage.read_bytes(self.manifest_key(digest))
         except FileNotFoundError as exc:
             raise IntegrityError(f"manifest {digest[:12]}… is missing from the store") from exc
-        if hash_bytes(data) != digest:
-            raise IntegrityError(f"manifest {digest[:12]}… is corrupted in the store")
+        actual = hash_bytes(data)
+        if actual != digest:
+            raise corrupted("manifest", digest, actual, self.quarantine_manifest(digest))
         return Manifest.from_bytes(data)
 
     def has_manifest(self, digest: str) -> bool:
         """Whether the manifest is stored."""
         return self.storage.exists(self.manifest_key(digest))
 
-    def iter_manifests(self) -> Iterator[str]:
-        """Digests of every stored manifest."""
-        for key in self.storage.list("manifests/"):
-            _, fan, rest = key.split("/", 2)
-            yield fan + rest
+    def iter_manifests(self, on_stray: Optional[Callable[[str], None]] = None) -> Iterator[str]:
+        """Digests of every stored manifest (stray keys go to ``on_stray``, as in ``iter_objects``)."""
+        yield from _digests(self.storage.list("manifests/"), on_stray)
 
     def delete_manifest(self, digest: str) -> None:
         """Remove a manifest (garbage collection only)."""
         self.storage.delete(self.manifest_key(digest))
 
+    # -- quarantine ------------------------------------------------------------------------------
+    def quarantine_object(self, digest: str) -> bool:
+        """Move a loose object whose bytes do not match its name to ``quarantine/``; True if moved.
+
+        It then counts as absent, so the next capture of the same content stores it again
+        instead of trusting it. A packed object cannot be moved alone (``studio check --repair``
+        moves its whole pack). Failures to move are ignored: the read that found the damage
+        still raises.
+        """
+        return self._quarantine(self.object_key(digest), digest)
+
+    def quarantine_manifest(self, digest: str) -> bool:
+        """``quarantine_object`` for a manifest."""
+        return self._quarantine(self.manifest_key(digest), digest)
+
+    def _quarantine(self, key: str, digest: str) -> bool:
+        try:
+            moved = self._move_to_quarantine(key, digest)
+        except OSError:
+            return False
+        if moved:
+            self.mark_sweep()  # whoever remembers what the store holds must look again
+        return moved
+
+    def _move_to_quarantine(self, key: str, digest: str) -> bool:
+        """Copy the key's bytes under ``quarantine/`` and delete it, if they are still damaged."""
+        try:
+            data = self.storage.read_bytes(key)
+        except FileNotFoundError:
+            return False
+        if hash_bytes(data) == digest:
+            return False  # repaired meanwhile
+        self.storage.write_bytes(QUARANTINE + key, data)
+        self.storage.delete(key)
+        return True
+
     # -- sweeps ------------------------------------------------------------------------------
     def mark_sweep(self) -> None:
         """Say that content is about to be deleted: whoever remembers which objects the store
-        holds (an uploader skipping known objects) must forget, or it would point at deleted ones."""
-        self.storage.write_bytes(_SWEEP_KEY, secrets.token_hex(8).encode())
+        holds (an uploader skipping known objects) must forget, or it would point at deleted ones.
+
+        On a full disk (where garbage collection most needs to run) the old mark is deleted to
+        make room, and if even that is not enough the mark is an empty key, told apart by its
+        modification time.
+        """
+        token = secrets.token_hex(8).encode()
+        for attempt in range(3):
+            try:
+                self.storage.write_bytes(_SWEEP_KEY, token if attempt < 2 else b"")
+                return
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or attempt == 2:
+                    raise
+                if attempt == 0:
+                    try:
+                        self.storage.delete(_SWEEP_KEY)
+                    except FileNotFoundError:
+                        pass
 
     def last_sweep(self) -> str:
         """The mark of the last sweep that deleted content, ``""`` when there was none."""
         try:
-            return self.storage.read_bytes(_SWEEP_KEY).decode()
+            mark = self.storage.read_bytes(_SWEEP_KEY).decode()
+            return mark or f"empty-{self.storage.info(_SWEEP_KEY).mtime}"
         except FileNotFoundError:
             return ""
 
-    def _object_path(self, digest: str) -> str:
-        """The file of an object in a local repository (a digest check, cheaper than the general
-        key check of ``path_of``, keeps it inside the store: this runs once per file copied)."""
-        if not is_digest(digest):
-            raise IntegrityError(f"{digest!r} is not an object digest")
-        return os.path.join(self._local().root, self.object_key(digest))
 
-    def _local(self) -> LocalStorage:
-        if not isinstance(self.storage, LocalStorage):
-            raise TypeError("this operation needs a repository on local disk")
-        return self.storage
-
-
-def _copy_fd(src: int, out: int) -> int:
-    """Copy all of ``src`` to ``out`` in the kernel where possible; returns bytes copied."""
-    total = 0
-    try:
-        while True:
-            n = os.copy_file_range(src, out, 1 << 30)
-            if not n:
-                return total
-            total += n
-    except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP) or total:
-            raise
-    while True:
-        chunk = os.read(src, CHUNK)
-        if not chunk:
-            return total
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(out, view):]
-        total += len(chunk)
-
-
-def _fd_path(fd: int) -> str:
-    """A path that opens (or links) the file behind an open descriptor, unnamed ones included."""
-    return f"/proc/self/fd/{fd}"
-
-
-_PROC_FDS: list[tuple[int, int]] = []
-
-
-def _proc_fds() -> int:
-    """A descriptor of this process's ``/proc/self/fd`` folder (reopened after a fork)."""
-    pid = os.getpid()
-    if not _PROC_FDS or _PROC_FDS[0][0] != pid:
-        _PROC_FDS[:] = [(pid, os.open(f"/proc/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY))]
-    return _PROC_FDS[0][1]
-
-
-_COPY_IN_KERNEL_FROM = 1 << 20  # objects from this size are copied by copy_file_range, then hashed
-
-
-def _write_all(out: int, data: "bytes | memoryview") -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(out, view):]
-
-
-def _read_full(src, view: memoryview) -> int:  # type: ignore[no-untyped-def]
-    """Fill ``view`` from ``src`` unless the file ends first; returns the bytes read."""
-    total = 0
-    while total < len(view):
-        n = src.readinto(view[total:])
-        if not n:
-            break
-        total += n
-    return total
+def _digests(keys: Iterator[str], on_stray: Optional[Callable[[str], None]]) -> Iterator[str]:
+    for key in keys:
+        parts = key.split("/")
+        digest = "".join(parts[1:]) if len(parts) == 3 and len(parts[1]) == 2 else ""
+        if is_digest(digest):
+            yield digest
+        elif on_stray is not None:
+            on_stray(key)
 
 
 def _unlink_quiet(path: str) -> None:

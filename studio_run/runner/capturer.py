@@ -15,10 +15,12 @@ import time
 from contextlib import nullcontext
 from typing import Callable, ContextManager, Optional
 
+from .. import console
 from ..background import yield_to_script
 from ..objects.manifest import Manifest
 from ..snapshots.capture import SnapshotResult, snapshot
 from ..snapshots.statcache import StatCache
+from ..store.locks import SHARED, StoreLock
 from ..store.records import ArtifactRecord, RunRecord
 from ..store.store import Store
 
@@ -78,7 +80,10 @@ class Capturer:
         self.links_skipped: set[str] = set()  # symlinks not followed (outside folders, dangling)
         self._lock = threading.RLock()
         self._stop = threading.Event()
+        self._pending = False  # a capture changed the record and it is not published yet
         self._thread: Optional[threading.Thread] = None
+        # Held from a capture until the record naming what it found is written (gc waits).
+        self._store_lock = StoreLock(store.local_repo.storage, SHARED)
 
     def capture(
         self,
@@ -92,11 +97,19 @@ class Capturer:
 
         Errors are kept, not raised: a capture that fails (a full disk, a file-size limit, a
         damaged cache) must not end the run or the captures of the other targets. What each
-        target's latest capture missed is in ``problems`` (one short line per reason).
+        target's latest capture missed is in ``problems`` (one short line per reason). A shared
+        store lock is held from the first capture until the record naming it is published, so
+        gc never deletes what a capture found already stored.
         """
-        results = []
+        results: list[SnapshotResult] = []
         changed = False
         with self._lock, self.store.capturing(self.record):  # staging gc waits, then keeps it
+            if not self._store_lock.held:
+                try:
+                    self._store_lock.acquire(on_wait=console.info)
+                except OSError as exc:
+                    self.errors.append(f"store lock: {exc.strerror or exc}")
+                    return results
             for target in targets:
                 result = self._snapshot(target, retries, progress)
                 if result is None:
@@ -126,6 +139,11 @@ class Capturer:
                     self.problems[target.tag] = [f"not made durable: {exc.strerror or exc}"]
             if changed and publish:
                 self.store.publish(self.record)
+                self._pending = False
+            elif changed:
+                self._pending = True
+            if publish and not self._pending:
+                self._store_lock.release()
         return results
 
     def _snapshot(
@@ -154,6 +172,8 @@ class Capturer:
         """Write the record now (status changes)."""
         with self._lock:
             self.store.publish(self.record, final=final)
+            self._pending = False
+            self._store_lock.release()
 
     def start(self, targets: list[Target], interval: float) -> None:
         """Capture ``targets`` every ``interval`` seconds on a background thread until ``stop``."""

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from ..objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
+from ..objects.local import LocalRepository
 from ..objects.manifest import LINK, Entry, Manifest
-from ..objects.repository import Repository
 from .batching import split_work
 from .ignore import is_credential_file, printable, walk_files
 from .statcache import StatCache, now_ns, stat_key
@@ -70,7 +70,7 @@ class SnapshotResult:
 
 def snapshot(
     path: str,
-    repo: Repository,
+    repo: LocalRepository,
     stat_cache: StatCache,
     *,
     ignore: object | None = None,
@@ -183,7 +183,7 @@ def _plan_link(plan: _Plan, rel: str) -> None:
 
 
 def _reuse_cached(
-    plan: _Plan, repo: Repository, stat_cache: StatCache, known: set[str], progress: Optional[Progress]
+    plan: _Plan, repo: LocalRepository, stat_cache: StatCache, known: set[str], progress: Optional[Progress]
 ) -> list[_Item]:
     """Add entries for files whose stat the cache knows and whose objects are stored; the rest must be read."""
     todo = []
@@ -192,8 +192,8 @@ def _reuse_cached(
         value = cached.get(stat_key(st))
         if value is not None:
             digest, chunks = _decode(value)
-            objects = [d for d, _ in chunks] or [digest]
-            if all(d in known or repo.has_object(d) for d in objects):
+            objects = list(chunks) or [(digest, st.st_size)]
+            if all(d in known or repo.has_object(d, n) for d, n in objects):  # a truncated object is stored again
                 plan.entries.append(_file_entry(rel, st, digest, chunks, plan.times))
                 if progress:
                     progress(st.st_size)
@@ -207,7 +207,7 @@ class _Reader:
 
     def __init__(
         self,
-        repo: Repository,
+        repo: LocalRepository,
         stat_cache: StatCache,
         plan: _Plan,
         previous: Optional[Manifest],
@@ -266,7 +266,7 @@ class _Reader:
 
 
 def _read_stable(
-    repo: Repository, cache: StatCache, rel: str, full: str, retries: int, times: bool
+    repo: LocalRepository, cache: StatCache, rel: str, full: str, retries: int, times: bool
 ) -> tuple[Optional[Entry], int]:
     """Store one file's content as it is between two identical stats; ``(None, 0)`` if it never holds."""
     for attempt in range(retries + 1):
@@ -291,7 +291,7 @@ def _read_stable(
     return None, 0
 
 
-def _ingest(repo: Repository, full: str, size: int) -> tuple[str, _Chunks, int]:
+def _ingest(repo: LocalRepository, full: str, size: int) -> tuple[str, _Chunks, int]:
     """Store one file: chunked when large, copied in the kernel when medium, from memory when small."""
     if size >= CHUNKED_FROM:
         return repo.ingest_file_chunked(full)

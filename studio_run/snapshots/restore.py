@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 from ..errors import UnsafePathError
+from ..objects.local import LocalRepository
 from ..objects.manifest import LINK, Entry, Manifest
 from ..objects.repository import Repository
 from .batching import split_work
@@ -95,13 +96,13 @@ def fill_new_folder(
         for entry in batch:
             target = os.path.join(dest, *entry.path.split("/"))
             mode = entry.mode & 0o555
-            if repo.is_local or entry.sparse:
+            if entry.sparse or isinstance(repo, LocalRepository):
                 out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
                 try:
-                    if entry.sparse:
-                        _write_sparse(repo, entry, out)
-                    else:
+                    if isinstance(repo, LocalRepository) and not entry.sparse:
                         repo.write_entry_to(entry, out)
+                    else:
+                        _write_sparse(repo, entry, out)
                     os.fchmod(out, mode)  # the umask may have taken bits away
                     _set_mtime(out, entry)
                     st = os.fstat(out)

@@ -108,6 +108,11 @@ class Storage(abc.ABC):
             except FileNotFoundError:
                 pass
 
+    def touch(self, key: str) -> None:
+        """Create ``key`` empty, or renew its modification time. Not made durable (a lock or
+        a mark that a crash loses is harmless), and needs no free space where it exists."""
+        self.write_bytes(key, b"")
+
     def flush(self) -> None:
         """Make every value written so far durable. Remote stores are durable on return: no-op."""
 

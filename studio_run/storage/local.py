@@ -104,6 +104,18 @@ class LocalStorage(Storage):
             else:
                 yield rel
 
+    def touch(self, key: str) -> None:
+        path = self.path_of(key)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.utime(fd)
+        finally:
+            os.close(fd)
+
     def info(self, key: str) -> KeyInfo:
         st = os.stat(self.path_of(key))
         return KeyInfo(size=st.st_size, mtime=st.st_mtime)

@@ -1,26 +1,54 @@
 """``studio gc``: delete objects and manifests no record refers to.
 
-Mark and sweep: every record's artifacts (and every reuse's digest) mark manifests, manifests
-mark objects, the rest is swept. A pack (small objects uploaded together) goes only when none of
-its objects is live. A capture writes objects and its manifest *before* the record
-that points at them, so anything younger than ``grace`` seconds is kept: a run in progress on any
-machine never loses the content it is about to publish.
+Mark and sweep: every record's artifacts and reuses mark manifests, manifests mark objects, the
+rest is swept. A pack (small objects uploaded together) goes only when none of its objects is
+live. Three guards keep a capture in progress whole, on any machine sharing the store:
+
+- gc holds the store's exclusive lock (``studio_run.store.locks``) while it marks and sweeps,
+  and a capture holds a shared one from before it decides content is "already stored" until
+  its record is written, so gc never deletes what a capture is about to publish; a second gc
+  refuses at once;
+- content younger than ``grace`` is kept (captures by versions of studio without locks);
+- the sweep mark is written before the first deletion, so uploaders forget what they knew.
+
+It never stops on one bad thing: a stray file under ``objects/`` or ``manifests/`` is named and
+left alone; a record or live manifest that cannot be read is named, and every digest that can
+still be read out of its bytes is kept (its run is damaged already; the rest of the store is
+not held hostage to it, and nothing it may still point at is deleted on a guess). Keys that
+vanish under it (another machine's gc before the locks, a sweep by hand) are skipped. Nothing
+it writes needs free space beyond empty keys, so it runs on a full disk.
 
 On a remote store, this machine's staged copies and cached pack indexes are pruned after the
-sweep (``studio_run.store.staging_gc``).
+sweep (``studio_run.store.staging_gc``), under the staging folder's own exclusive lock.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
 
+from .. import console
+from ..errors import IntegrityError
+from ..objects.digest import hash_bytes
+from ..objects.manifest import Manifest
 from ..objects.packs import index_key, pack_key
+from ..objects.repository import Repository
+from .locks import EXCLUSIVE, hold
+from .records import RecordStore, RunRecord
 from .staging_gc import PruneResult, prune_local_copies
 from .store import Store
 
-__all__ = ["GcResult", "collect_garbage"]
+__all__ = ["GcResult", "LOCK_WAIT", "collect_garbage", "live_manifests"]
+
+#: Seconds gc waits for captures in progress to publish before it gives up (they hold the
+#: shared lock only from a capture to its record, seconds to minutes).
+LOCK_WAIT = 300.0
+_DIGEST = re.compile(rb"[0-9a-f]{64}")
+
+Warn = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -32,23 +60,80 @@ class GcResult:
     bytes_removed: int
     kept_young: int
     local: Optional[PruneResult] = None  # this machine's copies of a remote store
+    problems: tuple[str, ...] = field(default=())  # stray files, unreadable records and manifests
 
 
-def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) -> GcResult:
+def collect_garbage(
+    store: Store,
+    grace: float = 3600.0,
+    dry_run: bool = False,
+    *,
+    lock_wait: float = LOCK_WAIT,
+    warn: Warn = console.warn,
+) -> GcResult:
     """Sweep unreferenced content older than ``grace`` seconds from the store, then (for a
-    remote store) from this machine's staging folder and pack-index cache."""
-    repo = store.repo
-    live_manifests: set[str] = set()
-    for record in store.records.iter_all():
-        live_manifests.update(a.digest for a in record.artifacts.values() if a.digest)
-    live_objects: set[str] = set()
-    for digest in live_manifests:
-        if repo.has_manifest(digest):
-            live_objects.update(repo.get_manifest(digest).digests())
+    remote store) from this machine's staging folder and pack-index cache.
+
+    Raises ``StoreBusy`` when another gc runs, or captures kept publishing for ``lock_wait``
+    seconds. Problems met on the way are passed to ``warn`` (one line each) and returned.
+    """
+    problems: list[str] = []
+
+    def note(problem: str) -> None:
+        problems.append(problem)
+        warn(problem)
+
+    with hold(store.storage, EXCLUSIVE, wait=lock_wait, note=note):
+        result = _sweep(store.repo, store.records, grace, dry_run, note)
+    local = None
+    if store.is_remote:
+        with hold(store.local_repo.storage, EXCLUSIVE, wait=lock_wait, note=note):
+            local = prune_local_copies(store, grace, dry_run, result.swept_packs)
+    return GcResult(result.objects, result.manifests, result.bytes, result.young, local, tuple(problems))
+
+
+def live_manifests(
+    records: RecordStore, warn: Warn, unreadable: Optional[list[tuple[str, str]]] = None
+) -> dict[str, list[str]]:
+    """Manifest digest -> the runs (``experiment@version``) pointing at it, read from every
+    record; a record that cannot be read is named (and added to ``unreadable`` as ``(key,
+    experiment@version)``) and every digest in its bytes counts."""
+    live: dict[str, list[str]] = {}
+    for experiment, ids in records.all_runs().items():
+        for version, run_id in enumerate(ids, 1):
+            name = f"{experiment}@{version}"
+            key = records.record_key(experiment, run_id)
+            try:
+                data = records.storage.read_bytes(key)
+            except FileNotFoundError:
+                continue  # deleted since the listing
+            try:
+                digests = _record_digests(RunRecord.from_dict(json.loads(data)))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                warn(f"record {key} ({name}) cannot be read ({type(exc).__name__}); everything it may point at is kept")
+                if unreadable is not None:
+                    unreadable.append((key, name))
+                digests = _digests_in(data)
+            for digest in digests:
+                live.setdefault(digest, []).append(name)
+    return live
+
+
+@dataclass
+class _Swept:
+    objects: int = 0
+    manifests: int = 0
+    bytes: int = 0
+    young: int = 0
+    swept_packs: list[str] = field(default_factory=list)
+
+
+def _sweep(repo: Repository, records: RecordStore, grace: float, dry_run: bool, note: Warn) -> _Swept:
+    manifests = live_manifests(records, note)
+    live_objects = _live_objects(repo, manifests, note)
     cutoff = time.time() - grace
-    removed_objects = removed_manifests = removed_bytes = young = 0
+    out = _Swept()
     marked = dry_run
-    swept_packs: list[str] = []
 
     def mark() -> None:  # before the first deletion: uploaders must stop trusting what they knew
         nonlocal marked
@@ -56,40 +141,95 @@ def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) 
             repo.mark_sweep()
             marked = True
 
-    for digest in list(repo.iter_manifests()):
-        if digest in live_manifests:
+    def stray(key: str) -> None:
+        note(f"stray file {key} in the store is not studio's; left alone")
+
+    for digest in list(repo.iter_manifests(on_stray=stray)):
+        if digest in manifests:
             continue
-        if repo.storage.info(repo.manifest_key(digest)).mtime > cutoff:
-            young += 1
+        info = _info(repo, repo.manifest_key(digest))
+        if info is None:
+            continue
+        if info.mtime > cutoff:
+            out.young += 1
             continue
         if not dry_run:
             mark()
-            repo.delete_manifest(digest)
-        removed_manifests += 1
-    for digest in list(repo.iter_objects()):
+            _delete(lambda: repo.delete_manifest(digest))
+        out.manifests += 1
+    for digest in list(repo.iter_objects(on_stray=stray)):
         if digest in live_objects:
             continue
-        info = repo.storage.info(repo.object_key(digest))
+        info = _info(repo, repo.object_key(digest))
+        if info is None:
+            continue
         if info.mtime > cutoff:
-            young += 1
+            out.young += 1
             continue
         if not dry_run:
             mark()
-            repo.delete_object(digest)
-        removed_objects += 1
-        removed_bytes += info.size
+            _delete(lambda: repo.delete_object(digest))
+        out.objects += 1
+        out.bytes += info.size
     for name, members in repo.packs.packs().items():
         if any(digest in live_objects for digest in members):
             continue  # one live object keeps its whole pack (packs are never rewritten)
-        if repo.storage.info(index_key(name)).mtime > cutoff:
-            young += 1
+        index, pack = _info(repo, index_key(name)), _info(repo, pack_key(name))
+        if index is None:
             continue
-        size = repo.storage.info(pack_key(name)).size
+        if index.mtime > cutoff:
+            out.young += 1
+            continue
         if not dry_run:
             mark()
-            repo.packs.delete(name)
-        swept_packs.append(name)
-        removed_objects += len(members)
-        removed_bytes += size
-    local = prune_local_copies(store, grace, dry_run, swept_packs) if store.is_remote else None
-    return GcResult(removed_objects, removed_manifests, removed_bytes, young, local)
+            _delete(lambda: repo.packs.delete(name))
+        out.swept_packs.append(name)
+        out.objects += len(members)
+        out.bytes += pack.size if pack is not None else 0
+    return out
+
+
+def _live_objects(repo: Repository, manifests: Iterable[str], note: Warn) -> set[str]:
+    """Objects of every live manifest; of a damaged one, every digest its bytes still name.
+
+    Manifests are read here without ``get_manifest``'s quarantine, so a dry run changes nothing.
+    """
+    live: set[str] = set()
+    for digest in manifests:
+        try:
+            data = repo.storage.read_bytes(repo.manifest_key(digest))
+        except FileNotFoundError:
+            continue  # nothing to read: its run is unreadable already, and nothing names its objects
+        try:
+            if hash_bytes(data) != digest:
+                raise ValueError("its bytes do not match its digest")
+            live.update(Manifest.from_bytes(data).digests())
+        except (ValueError, TypeError, KeyError, IntegrityError) as exc:
+            note(f"manifest {digest[:12]}… is damaged ({exc}); every object it may name is kept "
+                 "(`studio check --repair` moves it aside)")
+            live.update(_digests_in(data))
+    return live
+
+
+def _record_digests(record: RunRecord) -> set[str]:
+    digests = {a.digest for a in record.artifacts.values() if a.digest}
+    digests.update(r.digest for r in record.reuses if getattr(r, "digest", None))
+    return digests
+
+
+def _digests_in(data: bytes) -> set[str]:
+    return {m.decode() for m in _DIGEST.findall(data)}
+
+
+def _info(repo: Repository, key: str):  # type: ignore[no-untyped-def]
+    try:
+        return repo.storage.info(key)
+    except FileNotFoundError:
+        return None  # gone meanwhile
+
+
+def _delete(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except FileNotFoundError:
+        pass  # gone meanwhile: what we wanted

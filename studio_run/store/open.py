@@ -13,6 +13,7 @@ import os
 from typing import Callable, Optional
 
 from ..config import Config
+from ..objects.local import LocalRepository
 from ..objects.repository import Repository
 from ..storage import open_storage, redact_url
 from ..storage.lazy import LazyStorage
@@ -35,15 +36,15 @@ def open_store(config: Config, connect: bool = True) -> Store:
     """
     if _is_local(config.store):
         storage = open_storage(config.store, dict(config.store_options, fsync=config.fsync))
-        repo = Repository(storage)
-        return Store(storage.url, storage, repo, repo, RecordStore(storage), config)
+        local = LocalRepository(storage)  # type: ignore[arg-type]  # a file URL opens a LocalStorage
+        return Store(storage.url, storage, local, local, RecordStore(storage), config)
     url = redact_url(config.store)
     connection = LazyStorage(url, lambda: open_storage(config.store, config.store_options))
     storage = RetryingStorage(connection)
     store_id = hashlib.sha256(url.encode()).hexdigest()[:16]
     staging = LocalStorage(os.path.join(config.home, "staging", store_id), fsync=config.fsync)
     repo = Repository(storage, pack_index_cache=os.path.join(config.home, "packindex", store_id))
-    staging_repo = Repository(staging)
+    staging_repo = LocalRepository(staging)
     records = RecordStore(storage)
     store = Store(url, storage, repo, staging_repo, records, config, connection,
                   build_syncer=_syncer_builder(url, repo, staging_repo, staging, records, connection),

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..config import Config
 from ..errors import StoreError
+from ..objects.local import LocalRepository
 from ..objects.repository import Repository
 from ..storage import Storage
 from ..storage.lazy import LazyStorage
@@ -35,7 +36,7 @@ class Store:
     url: str  # redacted, safe to print and record
     storage: Storage
     repo: Repository  # where objects and manifests are read from (the target)
-    local_repo: Repository  # where captures write (the target itself when it is local)
+    local_repo: LocalRepository  # where captures write (the target itself when it is local)
     records: RecordStore
     config: Config
     connection: Optional[LazyStorage] = None  # the remote backend, opened on first use

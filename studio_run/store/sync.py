@@ -33,6 +33,7 @@ from ..objects.repository import Repository
 from ..storage.lazy import LazyStorage
 from ..storage.retry import RetryingStorage
 from .journal import Journal, KnownKeys, PendingRun, RunLock, entry_name, split_entry_name
+from .locks import SHARED, store_lock
 from .records import RecordStore, RunRecord
 from .transfer import UPLOAD_WORKERS, SnapshotTransfer, StagingDamaged
 
@@ -202,13 +203,16 @@ class Syncer:
             raise StagingDamaged(f"its pending record cannot be read ({exc})") from exc
         if entry is None:
             return True
-        for art in entry.record.artifacts.values():
-            if art.digest:
-                self.transfer.send(art.digest)
-        if entry.environment is not None:
-            self.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
-            self.journal.remove_environment(name)
-        self.records.write(entry.record)  # the pointer, last
+        with store_lock(self.remote.storage, SHARED) as lock:  # gc waits until the pointer is written
+            self._forget_if_swept()
+            for art in entry.record.artifacts.values():
+                if art.digest:
+                    self.transfer.send(art.digest)
+            if entry.environment is not None:
+                self.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
+                self.journal.remove_environment(name)
+            lock.check()  # a lock taken for dead meanwhile: the next round uploads again
+            self.records.write(entry.record)  # the pointer, last
         with self._cond:  # a submit cannot replace the entry between the compare and the delete
             return self.journal.remove(name, entry.data)
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from studio_run.objects import repository
+from studio_run.objects import local as repository
 from studio_run.objects.digest import hash_bytes
 from studio_run.objects.repository import Repository
 from studio_run.storage.local import LocalStorage
@@ -78,3 +78,14 @@ def test_unnamed_files_are_used_where_the_kernel_offers_them(tmp_path):
     fd = repo._open_unnamed()
     assert fd is not None
     os.close(fd)
+
+
+def test_local_only_operations_are_a_type_chosen_at_construction(tmp_path):
+    from studio_run.objects.local import LocalRepository
+    from studio_run.storage.memory import MemoryStorage
+
+    local = Repository(LocalStorage(str(tmp_path / "store")))
+    remote = Repository(MemoryStorage("typed"))
+    assert isinstance(local, LocalRepository) and local.is_local
+    assert type(remote) is Repository and not remote.is_local
+    assert not hasattr(remote, "ingest_file") and not hasattr(remote, "write_entry_to")
