@@ -70,7 +70,9 @@ class Target:
 class Capturer:
     """Snapshots targets and publishes the record; thread-safe."""
 
-    def __init__(self, store: Store, record: RunRecord, stat_cache: StatCache) -> None:
+    def __init__(
+        self, store: Store, record: RunRecord, stat_cache: StatCache, store_lock: Optional[StoreLock] = None
+    ) -> None:
         self.store = store
         self.record = record
         self.stat_cache = stat_cache
@@ -82,8 +84,15 @@ class Capturer:
         self._stop = threading.Event()
         self._pending = False  # a capture changed the record and it is not published yet
         self._thread: Optional[threading.Thread] = None
-        # Held from a capture until the record naming what it found is written (gc waits).
-        self._store_lock = StoreLock(store.local_repo.storage, SHARED)
+        # Held from a capture until the record naming what it found is written (gc waits). A
+        # lock taken over from an earlier capturer (the inputs', before the first record) is
+        # released by this one's first publish.
+        self._store_lock = store_lock or StoreLock(store.local_repo.storage, SHARED)
+
+    @property
+    def store_lock(self) -> StoreLock:
+        """The shared store lock; held while a capture waits for its record to be written."""
+        return self._store_lock
 
     def capture(
         self,

@@ -70,7 +70,7 @@ class _Execution:
         self.run_dir = run_dir_of(config, prepared.experiment, prepared.run_id)
         self.log_path = os.path.join(self.run_dir, "output", "output.log")
         self.log_lock = threading.Lock()
-        self.capturer = Capturer(store, self.record, StatCache(config.statcache_path))
+        self.capturer = Capturer(store, self.record, StatCache(config.statcache_path), prepared.store_lock)
         self.continuous = self._continuous_targets()
         self.version = 0  # the run's number in its experiment, known once its record is listed
 

@@ -23,7 +23,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Optional
 
 from .. import console
 from ..config import Config
@@ -34,6 +34,7 @@ from ..refs import ReuseSpec, check_experiment_name
 from ..snapshots.ignore import IgnoreRules
 from ..snapshots.statcache import StatCache
 from ..store.artifacts import resolve_artifact
+from ..store.locks import StoreLock
 from ..store.records import ReuseRecord, RunRecord, new_run_id
 from ..store.store import Store
 from .capturer import Capturer, Target
@@ -53,6 +54,9 @@ class PreparedRun:
     record: RunRecord
     reused: list[ReuseRecord] = field(default_factory=list)
     problems: dict[str, list[str]] = field(default_factory=dict)  # what the input snapshots missed
+    # The inputs' store lock, still held when the first record is left to ``execute`` (gc must
+    # not sweep the inputs before a record names them); None once that record is written.
+    store_lock: Optional[StoreLock] = None
 
     @property
     def experiment(self) -> str:
@@ -87,7 +91,8 @@ def prepare(config: Config, store: Store, request: RunRequest, *, publish: bool 
     record.reuses = reused
     if publish:
         capturer.publish()
-    return PreparedRun(request, record, reused, dict(capturer.problems))
+    held = None if publish or not capturer.store_lock.held else capturer.store_lock
+    return PreparedRun(request, record, reused, dict(capturer.problems), held)
 
 
 def check_request(request: RunRequest) -> None:

@@ -24,20 +24,19 @@ sweep (``studio_run.store.staging_gc``), under the staging folder's own exclusiv
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 from .. import console
-from ..errors import IntegrityError
+from ..errors import IntegrityError, NotFoundError
 from ..objects.digest import hash_bytes
 from ..objects.manifest import Manifest
 from ..objects.packs import index_key, pack_key
 from ..objects.repository import Repository
 from .locks import EXCLUSIVE, hold
-from .records import RecordStore, RunRecord
+from .records import DamagedRecordError, RecordStore, RunRecord
 from .staging_gc import PruneResult, prune_local_copies
 from .store import Store
 
@@ -102,18 +101,18 @@ def live_manifests(
     for experiment, ids in records.all_runs().items():
         for version, run_id in enumerate(ids, 1):
             name = f"{experiment}@{version}"
-            key = records.record_key(experiment, run_id)
             try:
-                data = records.storage.read_bytes(key)
-            except FileNotFoundError:
+                digests = _record_digests(records.read(experiment, run_id, version))
+            except NotFoundError:
                 continue  # deleted since the listing
-            try:
-                digests = _record_digests(RunRecord.from_dict(json.loads(data)))
-            except (ValueError, TypeError, KeyError, AttributeError) as exc:
-                warn(f"record {key} ({name}) cannot be read ({type(exc).__name__}); everything it may point at is kept")
+            except DamagedRecordError as exc:
+                warn(f"{name}: {exc.key} is damaged ({exc.reason}); everything it may point at is kept")
                 if unreadable is not None:
-                    unreadable.append((key, name))
-                digests = _digests_in(data)
+                    unreadable.append((exc.key, name))
+                try:
+                    digests = _digests_in(records.storage.read_bytes(exc.key))
+                except FileNotFoundError:
+                    continue
             for digest in digests:
                 live.setdefault(digest, []).append(name)
     return live
