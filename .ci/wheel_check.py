@@ -135,10 +135,11 @@ def hello_world(version: str, python: str, wheel: Path, work: Path) -> str:
     log = base / "log.txt"
     venv, home, hello = base / "venv", base / "home", base / "hello"
     home.mkdir(parents=True)
-    _run([python, "-m", "venv", "--without-pip", str(venv)], log=log)
+    _run([python, "-m", "venv", str(venv)], log=log)
     vpython = str(venv / "bin" / "python")
-    # pip of the CI's own Python installs into the venv (--python): no pip bootstrap per venv.
-    _run([sys.executable, "-m", "pip", "--python", vpython, "install", "-q", str(wheel)], log=log)
+    # The venv's own pip (bootstrapped for that Python): an older pip driving a newer Python
+    # through ``pip --python`` breaks (pkgutil.ImpImporter is gone from 3.12).
+    _run([vpython, "-m", "pip", "install", "-q", str(wheel)], log=log)
     shutil.copytree(REPO / "helloworld", hello / "helloworld")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "STUDIO"))}
     env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", HOME=str(home), VIRTUAL_ENV=str(venv))
