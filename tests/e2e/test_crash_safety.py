@@ -38,6 +38,14 @@ def _tree_digest(folder: str) -> str:
     return h.hexdigest()
 
 
+def _run_records(store_root: str, experiment: str) -> int:
+    """How many run records ``experiment`` has in the store so far."""
+    folder = os.path.join(store_root, "experiments", experiment)
+    if not os.path.isdir(folder):
+        return 0
+    return sum(1 for name in os.listdir(folder) if name.endswith(".json") and not name.endswith(".env.json"))
+
+
 def _check_store(store_root: str) -> int:
     """Every record parses and every snapshot it points at restores and verifies."""
     repo = Repository(LocalStorage(store_root))
@@ -70,18 +78,24 @@ def test_kill_9_mid_capture_keeps_the_store_consistent(home):
     expected = _tree_digest(first)
 
     script = write_script(home, "churn.py", CHURN)
+    store_root = os.path.join(home, ".studioml", "store")
     for delay in (0.4, 0.7, 1.0, 1.3):
+        before = _run_records(store_root, "churn")
         proc = subprocess.Popen(
             [sys.executable, "-m", "studio_run", "run", "-e", "churn", "--capture-interval", "0.1s",
              f"--capture={out}:out", script, out],
             cwd=home, env=studio_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+        # Mid-capture: the delay counts from the run's first record, not from the spawn (on a loaded
+        # machine starting studio can take longer than every delay, and then no run is ever "lost").
+        deadline = time.monotonic() + 60
+        while _run_records(store_root, "churn") == before and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(delay)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    store_root = os.path.join(home, ".studioml", "store")
     assert _check_store(store_root) >= 5
     again = os.path.join(home, "again")
     assert studio("get", "churn/out@1", again, home=home).returncode == 0

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -78,13 +80,15 @@ def test_exclusive_claim_has_one_winner_across_connections(store_factory, tmp_pa
 
 
 def test_home_relative_path(store_factory):
+    # sshd resolves ``~`` to the login user's home from the password database, whatever $HOME says.
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)
     folder = f"studio-test-{uuid.uuid4().hex[:8]}"
     store = store_factory(f"/~/{folder}/store")
     try:
         store.write_bytes("k", b"home")
-        assert (Path.home() / folder / "store" / "k").read_bytes() == b"home"
+        assert (home / folder / "store" / "k").read_bytes() == b"home"
     finally:
-        shutil.rmtree(Path.home() / folder, ignore_errors=True)
+        shutil.rmtree(home / folder, ignore_errors=True)
 
 
 def test_password_in_url_is_never_kept_in_url_or_repr(sftp_server, tmp_path):

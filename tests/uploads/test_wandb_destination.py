@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import struct
+import time
 
 import pytest
 import wandb  # noqa: F401  (in the test extras: a missing SDK fails loudly rather than skipping)
@@ -55,15 +56,35 @@ def _records(path: str) -> list[bytes]:
 
 
 def _logged_artifacts(wandb_dir) -> dict[str, list]:
+    """The artifact records of the one offline run under ``wandb_dir``.
+
+    ``run.finish()`` only tells wandb-core the run is over; the core writes the log's last block
+    when it closes the stream, a moment later (under load, after ``finish`` has returned). So poll
+    until the log holds the run's ``exit`` record: everything logged before it is then on disk.
+    """
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb
 
-    files = glob.glob(os.path.join(str(wandb_dir), "wandb", "offline-run-*", "run-*.wandb"))
-    assert len(files) == 1, files
+    deadline = time.monotonic() + 60
+    while True:
+        files = glob.glob(os.path.join(str(wandb_dir), "wandb", "offline-run-*", "run-*.wandb"))
+        assert len(files) == 1, files
+        records = []
+        try:
+            for raw in _records(files[0]):
+                record = pb.Record()
+                record.ParseFromString(raw)
+                records.append(record)
+        except DecodeError:  # caught mid-write: read again
+            records = []
+        kinds = [record.WhichOneof("record_type") for record in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert "exit" in kinds, f"wandb-core did not finish writing {files[0]} within 60 s"
     found: dict[str, list] = {}
-    for raw in _records(files[0]):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        if record.WhichOneof("record_type") == "artifact":
+    for record, kind in zip(records, kinds):
+        if kind == "artifact":
             found.setdefault(record.artifact.name, []).append(record.artifact)
     return found
 
