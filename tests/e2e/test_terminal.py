@@ -104,7 +104,7 @@ def test_piped_output_is_tab_separated_and_json_is_for_scripts(home):
     shown = json.loads(studio("show", "short@1", "--json", home=home).stdout)
     assert shown["run"]["version"] == 1 and len(shown["versions"]) == 2
     info = json.loads(studio("cache", "info", "--json", home=home).stdout)
-    assert set(info) == {"path", "entries", "bytes"}
+    assert set(info) == {"path", "entries", "bytes", "unfinished_fills"}
 
 
 def test_list_of_one_experiment(home):
