@@ -75,14 +75,14 @@ class UrlInputs:
         fetched = []
         try:
             for spec in specs:
-                fetched.append(self._one(spec, cache.get(redact_url(spec.path))))
+                fetched.append(self._one(spec, cache.get(_cache_key(spec.path))))
         except BaseException:
             self.cleanup()
             raise
         return fetched
 
     def _one(self, spec: CaptureSpec, cached: Optional[dict[str, Any]]) -> FetchedInput:
-        url = redact_url(spec.path)
+        url = _cache_key(spec.path)
         scheme = scheme_of(spec.path)
         source = open_source(spec.path, self.options_for(scheme))
         try:
@@ -187,6 +187,13 @@ def input_paths(cache: BlobCache, repos: Sequence[Repository], digests: dict[str
         manifest = repo.get_manifest(digest)
         paths[tag], _hit = cache.ensure(repo, digest, manifest)
     return paths
+
+
+def _cache_key(url: str) -> str:
+    """The URL as recorded and remembered: no password, no query; a bucket or SSH prefix
+    without its trailing ``/`` (``s3://b/data`` and ``s3://b/data/`` name the same keys)."""
+    shown = redact_url(url)
+    return shown if scheme_of(url) in ("http", "https") else shown.rstrip("/")
 
 
 def _combined(listing: list[RemoteFile]) -> str:
