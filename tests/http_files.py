@@ -2,7 +2,7 @@
 
 It serves ``files`` (path -> bytes) with an ``ETag`` (MD5 of the bytes), ``Last-Modified``
 and ``Content-Length``, answers ``If-None-Match`` with 304, asks for Basic auth on paths under
-``/private/`` and can announce a wrong ``Content-MD5`` (``lie_md5``) to show that damaged
+``/private/`` and can announce a wrong ``Content-MD5`` (``lie_md5``) or length (``cut_short``) to show that damaged
 downloads are refused. ``requests`` lists ``(method, path, status)`` of every request.
 """
 
@@ -27,6 +27,7 @@ class FileServer:
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, int]] = []
         self.lie_md5 = False
+        self.cut_short = False  # announce 5 bytes more than are sent, then close
         self.lock = threading.Lock()
         self.base = ""
 
@@ -69,7 +70,7 @@ def serve_files() -> Iterator[FileServer]:
                 return self._empty(304, {"ETag": etag})
             md5 = hashlib.md5(body + b"x" if state.lie_md5 else body).digest()
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(body) + (5 if state.cut_short else 0)))
             self.send_header("ETag", etag)
             self.send_header("Last-Modified", formatdate(0, usegmt=True))
             self.send_header("Content-MD5", base64.b64encode(md5).decode())

@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import base64
 import hashlib
+import http.client
 import posixpath
 import urllib.error
 import urllib.request
@@ -196,9 +197,14 @@ class HttpSource(Source):
         if response is None:
             raise RuntimeError("HttpSource.fetch before validators")  # a bug, not a user error
         with response, atomic_local_file(dest) as out:
+            counted = _Hashing(response, progress)
             try:
-                digest = _Hashing(response, progress).drain(out)
-            except OSError as exc:
+                digest = counted.drain(out)
+            except http.client.IncompleteRead as exc:  # the connection closed before Content-Length
+                got = counted.size + len(exc.partial)
+                raise IntegrityError(f"--capture-once {self.url}: {item.name} arrived damaged "
+                                     f"(got {got} bytes, the server announced {item.size}); try again") from None
+            except (OSError, http.client.HTTPException) as exc:
                 raise StoreUnreachableError(f"--capture-once {self.url}: download broke off: {exc}") from None
             _check(self.url, item, digest, dest)
 
@@ -212,20 +218,21 @@ class _Hashing:
 
     def __init__(self, stream: BinaryIO, progress: Optional[Callable[[int], None]]) -> None:
         self.stream, self.progress = stream, progress
+        self.size = 0  # bytes read so far
 
     def drain(self, out: Optional[BinaryIO] = None) -> tuple[int, str, str]:
         """``(size, md5 hex, crc32c hex or "")`` of the rest of the stream, copied to ``out``."""
-        md5, crc, size = hashlib.md5(usedforsecurity=False), _crc32c(), 0
+        md5, crc = hashlib.md5(usedforsecurity=False), _crc32c()
         for chunk in iter(lambda: self.stream.read(_CHUNK), b""):
             md5.update(chunk)
             if crc is not None:
                 crc.update(chunk)
             if out is not None:
                 out.write(chunk)
-            size += len(chunk)
+            self.size += len(chunk)
             if self.progress is not None:
                 self.progress(len(chunk))
-        return size, md5.hexdigest(), crc.digest().hex() if crc is not None else ""
+        return self.size, md5.hexdigest(), crc.digest().hex() if crc is not None else ""
 
 
 def _crc32c() -> Any:
