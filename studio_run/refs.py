@@ -15,10 +15,10 @@ from typing import Optional
 from .errors import UsageError
 
 __all__ = [
-    "URL_SCHEMES",
     "ArtifactRef",
     "CaptureSpec",
     "ReuseSpec",
+    "URL_SCHEMES",
     "check_experiment_name",
     "check_name",
     "check_tag",
