@@ -161,7 +161,7 @@ class HttpSource(Source):
 
         The response is kept open for ``fetch``, so a changed file costs one request too.
         """
-        headers = {"Authorization": self._auth} if self._auth else {}
+        headers = {}
         if previous:
             etag, _sep, modified = previous.partition("\n")
             if etag:
@@ -169,6 +169,8 @@ class HttpSource(Source):
             if modified:
                 headers["If-Modified-Since"] = modified
         request = urllib.request.Request(self._target, headers=headers)
+        if self._auth:  # never sent on to another host a redirect names
+            request.add_unredirected_header("Authorization", self._auth)
         try:
             response = urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT)  # noqa: S310 - scheme checked
         except urllib.error.HTTPError as exc:

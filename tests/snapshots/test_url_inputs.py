@@ -166,3 +166,11 @@ def test_leftovers_of_a_dead_run_are_swept(web, tmp_path):
     names = os.listdir(inputs.folder)
     assert "tmp-999999999-deadbeef" not in names and f"tmp-{os.getpid()}-livebeef" in names
     inputs.cleanup()
+
+
+def test_a_run_request_never_carries_a_urls_password_or_signature():
+    from studio_run.runner.request import RunRequest
+
+    spec = CaptureSpec.parse(f"https://{USER}:{PASSWORD}@host/f.bin?X-Amz-Signature=s1g", "f")
+    text = json.dumps(RunRequest("s.py", captures_once=(spec,), cwd="/w").to_dict())
+    assert PASSWORD not in text and "s1g" not in text and f"https://{USER}@host/f.bin" in text
