@@ -2,7 +2,7 @@
 
 It serves ``files`` (path -> bytes) with an ``ETag`` (MD5 of the bytes), ``Last-Modified``
 and ``Content-Length``, answers ``If-None-Match`` with 304, asks for Basic auth on paths under
-``/private/`` and can announce a wrong ``Content-MD5`` (``lie_md5``) or length (``cut_short``) to show that damaged
+``/private/``, redirects ``redirects`` and can announce a wrong ``Content-MD5`` (``lie_md5``) or length (``cut_short``) to show that damaged
 downloads are refused. ``requests`` lists ``(method, path, status)`` of every request.
 """
 
@@ -28,6 +28,8 @@ class FileServer:
         self.requests: list[tuple[str, str, int]] = []
         self.lie_md5 = False
         self.cut_short = False  # announce 5 bytes more than are sent, then close
+        self.redirects: dict[str, str] = {}  # path -> absolute URL answered with 302
+        self.authorizations: list[str] = []  # every Authorization header received
         self.lock = threading.Lock()
         self.base = ""
 
@@ -57,6 +59,12 @@ def serve_files() -> Iterator[FileServer]:
 
         def _answer(self) -> int:
             path = self.path.split("?")[0]
+            with state.lock:
+                if self.headers.get("Authorization"):
+                    state.authorizations.append(self.headers["Authorization"])
+                target = state.redirects.get(path)
+            if target:
+                return self._empty(302, {"Location": target})
             if path.startswith("/private/"):
                 expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
                 if self.headers.get("Authorization") != expected:

@@ -93,7 +93,8 @@ def prepare(config: Config, store: Store, request: RunRequest, *, publish: bool 
         for item in fetched:
             if item.tag in record.artifacts:
                 record.artifacts[item.tag].source = item.url
-        urls.remember(fetched, {f.tag: record.artifacts[f.tag].digest for f in fetched if f.tag in record.artifacts})
+        whole = [f for f in fetched if f.tag in record.artifacts and not capturer.problems.get(f.tag)]
+        urls.remember(whole, {f.tag: record.artifacts[f.tag].digest for f in whole})  # never a partial one
     finally:
         urls.cleanup()
     _warn_large_workspace(config, record)

@@ -69,6 +69,21 @@ def test_http_source_sends_basic_auth_and_hides_it(web, tmp_path):
     assert (tmp_path / "f").read_bytes() == b"content" and item.size == 7 and item.md5
 
 
+def test_basic_auth_is_not_sent_on_to_the_host_a_redirect_names(web, tmp_path):
+    other = serve_files()
+    elsewhere = next(other)
+    try:
+        elsewhere.files["/f"] = b"moved"
+        web.redirects["/private/f"] = elsewhere.base + "/f"
+        source = open_source(f"http://{USER}:{PASSWORD}@{web.base[7:]}/private/f", {})
+        [item] = source.listing()
+        source.fetch(item, str(tmp_path / "f"))
+        assert (tmp_path / "f").read_bytes() == b"moved"
+        assert len(web.authorizations) == 1 and elsewhere.authorizations == []
+    finally:
+        other.close()
+
+
 def test_http_source_refuses_a_short_body(web, tmp_path):
     web.files["/f"] = b"12345"
     web.cut_short = True
