@@ -18,13 +18,19 @@ __all__ = [
     "ArtifactRef",
     "CaptureSpec",
     "ReuseSpec",
+    "URL_SCHEMES",
     "check_experiment_name",
     "check_name",
     "check_tag",
+    "is_url",
     "parse_ref",
+    "split_capture",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# What ``--capture-once`` fetches: text that starts with ``scheme://`` is a URL, never a path.
+URL_SCHEMES = ("gs", "http", "https", "s3", "sftp")
+_URL_START = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def check_name(name: str) -> bool:
@@ -50,9 +56,41 @@ def _bad_experiment(name: str) -> str:
     return f"invalid experiment name {name!r}: use letters, digits, '.', '_' and '-' (at most 128, no '/')"
 
 
+def is_url(text: str) -> bool:
+    """Whether ``text`` starts with ``scheme://`` (any scheme: a URL, never a local path)."""
+    return bool(_URL_START.match(text))
+
+
+def split_capture(text: str) -> tuple[str, str]:
+    """``(path_or_url, tag)`` of ``DIR:TAG`` or ``URL:TAG``; ValueError saying what is wrong.
+
+    A path is split at its last colon. A URL (``scheme://...``) may hold colons of its own (a
+    port, a password), so its tag is what follows the last colon *after* the host, and its
+    scheme must be one studio fetches (``URL_SCHEMES``).
+    """
+    match = _URL_START.match(text)
+    if match is None:
+        path, sep, tag = text.rpartition(":")
+        if not sep or not path:
+            raise ValueError(f"{text!r} needs the form DIR:TAG, e.g. ~/weights:weights")
+    else:
+        scheme = match.group(1).lower()
+        if scheme not in URL_SCHEMES:
+            known = ", ".join(f"{s}://" for s in URL_SCHEMES)
+            raise ValueError(f"{text!r}: studio cannot fetch {scheme}:// URLs; use one of {known}")
+        rest = text[match.end():]
+        host_end = rest.find("/")
+        if host_end < 0 or ":" not in rest[host_end:]:
+            raise ValueError(f"{text!r} needs the form URL:TAG, e.g. s3://bucket/data/:data")
+        path, _sep, tag = text.rpartition(":")
+    if not check_tag(tag):
+        raise ValueError(f"tag {tag!r} in {text!r} must be letters, digits, '.', '_' or '-'")
+    return path, tag
+
+
 @dataclass(frozen=True)
 class CaptureSpec:
-    """A folder (or file) to snapshot under a tag.
+    """A folder (or file) to snapshot under a tag, or a URL to fetch once (``is_url``).
 
     ``path`` is resolved on the machine that parsed the flag; ``given`` keeps the text as typed
     (relative to the working directory, ``~`` unexpanded), so a machine that runs the request
@@ -64,13 +102,22 @@ class CaptureSpec:
     tag: str
     given: str = field(default="", compare=False)
 
+    @property
+    def is_url(self) -> bool:
+        """Whether this spec fetches a URL (``path`` is then the URL as typed, never resolved)."""
+        return is_url(self.path)
+
     @classmethod
     def parse(cls, path: str, tag: str, cwd: str | None = None) -> "CaptureSpec":
         """The spec for ``path`` as typed, resolved against ``cwd`` (default: the current folder)."""
+        if is_url(path):
+            return cls(path, tag, given=path)
         return cls(_resolve(path, cwd), tag, given=path)
 
     def resolved(self, cwd: str) -> "CaptureSpec":
         """This spec with ``given`` resolved again against ``cwd`` and this machine's ``~``."""
+        if self.is_url:
+            return self
         return CaptureSpec(_resolve(self.given or self.path, cwd), self.tag, given=self.given)
 
 

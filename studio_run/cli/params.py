@@ -11,24 +11,31 @@ from typing import Any, Optional
 
 import click
 
-from ..refs import ArtifactRef, CaptureSpec, ReuseSpec, check_tag, parse_ref
+from ..refs import ArtifactRef, CaptureSpec, ReuseSpec, check_tag, parse_ref, split_capture
 
-__all__ = ["ARTIFACT_REF", "CAPTURE", "REUSE"]
+__all__ = ["ARTIFACT_REF", "CAPTURE", "CAPTURE_ONCE", "REUSE"]
 
 
 class _CaptureType(click.ParamType):
-    name = "DIR:TAG"
+    """``DIR:TAG``; with ``urls``, also ``URL:TAG`` (fetched once: only ``--capture-once``)."""
+
+    def __init__(self, urls: bool) -> None:
+        self.urls = urls
+        self.name = "DIR|URL:TAG" if urls else "DIR:TAG"
 
     def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> CaptureSpec:
         if isinstance(value, CaptureSpec):
             return value
         text = str(value)
-        path, sep, tag = text.rpartition(":")
-        if not sep or not path:
-            self.fail(f"{text!r} needs the form DIR:TAG, e.g. ~/weights:weights", param, ctx)
-        if not check_tag(tag):
-            self.fail(f"tag {tag!r} in {text!r} must be letters, digits, '.', '_' or '-'", param, ctx)
-        return CaptureSpec.parse(path, tag)
+        try:
+            path, tag = split_capture(text)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        spec = CaptureSpec.parse(path, tag)
+        if spec.is_url and not self.urls:
+            self.fail(f"{spec.tag!r}: a URL cannot be captured continuously; fetch it once with "
+                      "--capture-once URL:TAG", param, ctx)
+        return spec
 
 
 class _RefType(click.ParamType):
@@ -62,6 +69,7 @@ class _ReuseType(click.ParamType):
         return ReuseSpec(ref, alias if sep else ref.tag)
 
 
-CAPTURE = _CaptureType()
+CAPTURE = _CaptureType(urls=False)
+CAPTURE_ONCE = _CaptureType(urls=True)
 ARTIFACT_REF = _RefType()
 REUSE = _ReuseType()

@@ -8,7 +8,7 @@ import click
 
 from ..refs import CaptureSpec, ReuseSpec
 from .common import config_of
-from .params import CAPTURE, REUSE
+from .params import CAPTURE, CAPTURE_ONCE, REUSE
 
 __all__ = ["run"]
 
@@ -25,8 +25,8 @@ def _no_sweeps_yet(ctx: click.Context, param: click.Parameter, value: tuple[str,
 
 @click.command(context_settings=dict(_SETTINGS, allow_interspersed_args=False, ignore_unknown_options=False))
 @click.option("-c", "--capture", multiple=True, type=CAPTURE, help="Snapshot DIR periodically and at the end.")
-@click.option("-co", "--capture-once", "capture_once", multiple=True, type=CAPTURE,
-              help="Snapshot DIR (or a file) once, before the script starts.")
+@click.option("-co", "--capture-once", "capture_once", multiple=True, type=CAPTURE_ONCE,
+              help="Snapshot DIR (or a file, or an http(s)/s3/gs/sftp URL) once, before the script starts.")
 @click.option("-r", "--reuse", multiple=True, type=REUSE,
               help="Make EXP/TAG[@VERSION] available as ALIAS (read-only, from the blob cache).")
 @click.option("-e", "--experiment", metavar="NAME", help="Experiment name (default: a generated one).")

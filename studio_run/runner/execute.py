@@ -30,6 +30,7 @@ from ..handoff import ENV_VAR, Handoff, write_handoff
 from ..snapshots.blobcache import BlobCache
 from ..snapshots.ignore import IgnoreRules
 from ..snapshots.statcache import StatCache
+from ..snapshots.url_inputs import input_paths
 from ..store.open import open_store
 from ..store.records import ArtifactRecord
 from ..store.store import Store
@@ -38,7 +39,7 @@ from ..uploads.store_destination import FILES_TAG
 from .capturer import Capturer, Target
 from .child import ChildResult, run_child
 from .environment import git_facts, host_facts, installed_packages
-from .prepare import PreparedRun, check_request, prepare, run_dir_of, stamp_origin, warn_links
+from .prepare import PreparedRun, check_request, input_repos, prepare, run_dir_of, stamp_origin, warn_links
 from .request import RunRequest
 from .signals import AbandonCapture, StopSignals
 
@@ -134,6 +135,9 @@ class _Execution:
             paths[reuse.alias] = path
             how = "cached" if hit else f"fetched {console.format_size(manifest.size)}"
             console.info(f"reuse {reuse.experiment}/{reuse.tag}@{reuse.version} as {reuse.alias!r} ({how})")
+        urls = {s.tag: self.record.artifacts[s.tag].digest for s in self.request.captures_once
+                if s.is_url and s.tag in self.record.artifacts}
+        paths.update(input_paths(cache, input_repos(self.store), urls))  # the script reads a local copy
         return paths
 
     def _give_up(self, status: str) -> None:

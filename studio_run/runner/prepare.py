@@ -23,24 +23,27 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from .. import console
 from ..config import Config
 from ..errors import StoreUnreachableError, UsageError
+from ..objects.repository import Repository
 from ..origin import current_origin
 from ..redact import redact_args
 from ..refs import ReuseSpec, check_experiment_name
 from ..snapshots.ignore import IgnoreRules
 from ..snapshots.statcache import StatCache
+from ..snapshots.url_inputs import FetchedInput, UrlInputs
+from ..storage.urls import scheme_of
 from ..store.artifacts import resolve_artifact
 from ..store.locks import StoreLock
-from ..store.records import ReuseRecord, RunRecord, new_run_id
+from ..store.records import ArtifactRecord, ReuseRecord, RunRecord, new_run_id
 from ..store.store import Store
 from .capturer import Capturer, Target
 from .request import RunRequest
 
-__all__ = ["PreparedRun", "check_request", "prepare", "run_dir_of", "stamp_origin", "warn_links"]
+__all__ = ["PreparedRun", "check_request", "input_repos", "prepare", "run_dir_of", "stamp_origin", "warn_links"]
 
 _CONNECT_WAIT = 3.0  # seconds studio run waits for a remote store before starting without it
 _SLOW_INPUTS = 10.0  # seconds of input snapshot after which the terminal says why the script waits
@@ -79,13 +82,25 @@ def prepare(config: Config, store: Store, request: RunRequest, *, publish: bool 
     check_request(request)
     _connect(store, request)
     reused = [_resolve_reuse(store, spec) for spec in request.reuses]
+    urls = UrlInputs(config.home, input_repos(store), lambda scheme: _url_options(config, scheme))
+    fetched = urls.fetch([s for s in request.captures_once if s.is_url])  # a bad URL stores nothing
     run_id = new_run_id()
     record = _new_record(request, request.experiment or _generated_name(run_id), run_id)
     console.info(f"experiment {record.experiment} (run {run_id}) -> {store.url}")
     capturer = Capturer(store, record, StatCache(config.statcache_path))
-    with _SlowNotice(request.cwd) as notice, console.progress("capturing inputs") as advance:
-        capturer.capture(_input_targets(config, store, request, run_id, record.experiment),
-                         progress=notice.wrap(advance), publish=False)
+    try:
+        with _SlowNotice(request.cwd) as notice, console.progress("capturing inputs") as advance:
+            targets = _input_targets(config, store, request, run_id, record.experiment)
+            targets += [Target(f.tag, f.path, "capture-once", IgnoreRules.secrets_only()) for f in fetched if f.path]
+            capturer.capture(targets, progress=notice.wrap(advance), publish=False)
+        _point_at_unchanged(store, record, [f for f in fetched if f.digest])
+        for item in fetched:
+            if item.tag in record.artifacts:
+                record.artifacts[item.tag].source = item.url
+        whole = [f for f in fetched if f.tag in record.artifacts and not capturer.problems.get(f.tag)]
+        urls.remember(whole, {f.tag: record.artifacts[f.tag].digest for f in whole})  # never a partial one
+    finally:
+        urls.cleanup()
     _warn_large_workspace(config, record)
     warn_links(capturer.links_skipped)
     record.reuses = reused
@@ -111,6 +126,8 @@ def check_request(request: RunRequest) -> None:
                 raise UsageError(f"tag {spec.tag!r} is given twice ({tags[spec.tag]} and {flag}); tags must be unique")
             tags[spec.tag] = flag
     for spec in request.captures_once:
+        if spec.is_url:
+            continue  # reached in ``prepare``, still before anything is stored
         if not os.path.exists(spec.path):
             raise UsageError(f"--capture-once path {spec.path} does not exist; create it or fix the path")
         kind = _special_kind(spec.path)
@@ -191,17 +208,44 @@ def _new_record(request: RunRequest, experiment: str, run_id: str) -> RunRecord:
 
 def _input_targets(config: Config, store: Store, request: RunRequest, run_id: str, experiment: str) -> list[Target]:
     secrets = IgnoreRules.secrets_only()
-    targets = [Target(s.tag, s.path, "capture-once", secrets) for s in request.captures_once]
+    targets = [Target(s.tag, s.path, "capture-once", secrets) for s in request.captures_once if not s.is_url]
     taken = {s.tag for s in request.captures + request.captures_once}
     if "workspace" not in taken:
         # Never snapshot studio's own folders or other artifacts into the workspace.
         exclude = [config.home, config.blobcache, run_dir_of(config, experiment, run_id)]
         if store.local_repo.is_local:
             exclude.append(store.local_repo.storage.root)  # type: ignore[attr-defined]
-        exclude += [s.path for s in request.captures + request.captures_once]
+        exclude += [s.path for s in request.captures + request.captures_once if not s.is_url]
         rules = IgnoreRules.for_workspace(request.cwd, exclude)
         targets.append(Target("workspace", request.cwd, "workspace", rules))
     return targets
+
+
+def input_repos(store: Store) -> list[Repository]:
+    """Where a URL input's earlier snapshot may be: the captures' repository, then a remote
+    store's own when it is connected (an unreachable one only means fetching again)."""
+    repos: list[Repository] = [store.local_repo]
+    if store.is_remote and (store.connection is None or store.connection.connected):
+        repos.append(store.repo)
+    return repos
+
+
+def _url_options(config: Config, scheme: str) -> dict[str, Any]:
+    """Backend options for fetching a ``scheme://`` input: the store's own when it uses the same
+    scheme (an S3 endpoint, SSH key files), else none (each SDK's environment: AWS_ENDPOINT_URL_S3,
+    STORAGE_EMULATOR_HOST, ...)."""
+    return dict(config.store_options) if scheme_of(config.store) == scheme else {}
+
+
+def _point_at_unchanged(store: Store, record: RunRecord, unchanged: list[FetchedInput]) -> None:
+    """The artifacts of URL inputs not fetched again: the snapshot an earlier run made of them."""
+    for item in unchanged:
+        repo = store.local_repo if store.local_repo.has_manifest(item.digest) else store.repo
+        manifest = repo.get_manifest(item.digest)
+        record.artifacts[item.tag] = ArtifactRecord(
+            tag=item.tag, kind="capture-once", digest=item.digest, size=manifest.size,
+            files=manifest.file_count, snapshots=1, updated_at=time.time(), single_file=manifest.single_file,
+        )
 
 
 def _warn_large_workspace(config: Config, record: RunRecord) -> None:

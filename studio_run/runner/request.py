@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
 from ..refs import ArtifactRef, CaptureSpec, ReuseSpec
+from ..storage.urls import redact_url
 
 __all__ = ["RunRequest"]
 
@@ -77,6 +78,8 @@ class RunRequest:
 
 
 def _capture_to_dict(spec: CaptureSpec) -> dict[str, str]:
+    if spec.is_url:  # fetched by ``prepare`` where it was typed: what travels needs no password or signature
+        return {"given": redact_url(spec.path), "path": redact_url(spec.path), "tag": spec.tag}
     return {"given": spec.given or spec.path, "path": spec.path, "tag": spec.tag}
 
 

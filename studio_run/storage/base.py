@@ -31,10 +31,17 @@ __all__ = ["KeyInfo", "Storage", "atomic_local_file", "check_key"]
 
 @dataclass(frozen=True)
 class KeyInfo:
-    """Size in bytes and modification time (seconds since the epoch) of one stored key."""
+    """Size in bytes and modification time (seconds since the epoch) of one stored key.
+
+    Where the server knows them: ``etag`` (changes whenever the value does), and the whole
+    value's ``md5`` / ``crc32c`` as lowercase hex, so a download can be checked end to end.
+    """
 
     size: int
     mtime: float
+    etag: str = ""
+    md5: str = ""
+    crc32c: str = ""
 
 
 def check_key(key: str) -> str:

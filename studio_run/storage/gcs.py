@@ -22,6 +22,7 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
+import base64
 import builtins
 import os
 from contextlib import contextmanager
@@ -77,6 +78,7 @@ class GCSStorage(Storage):
         location: str | None = None,
         chunk_size: int = 8 * _MiB,
         retry_deadline: float = 5.0,
+        create: bool = True,
     ) -> None:
         from google.api_core.retry import Retry
         from google.cloud import storage  # type: ignore[import-untyped]
@@ -114,7 +116,7 @@ class GCSStorage(Storage):
                 )
         self._widen_pool()
         self._bucket = self._client.bucket(bucket)
-        self._ensure_bucket(location)
+        self._ensure_bucket(location, create)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "GCSStorage":
@@ -148,12 +150,15 @@ class GCSStorage(Storage):
                 raise
             raise mapped from exc
 
-    def _ensure_bucket(self, location: str | None) -> None:
-        """Look the bucket up (no probe objects); create it when it does not exist."""
+    def _ensure_bucket(self, location: str | None, create: bool) -> None:
+        """Look the bucket up (no probe objects); create it when it does not exist (unless not
+        ``create``: reading inputs, a missing bucket is ``FileNotFoundError``)."""
         where = f"cannot open bucket {self.bucket_name!r}"
         try:
             if self._client.lookup_bucket(self.bucket_name, retry=self._retry) is not None:
                 return
+            if not create:
+                raise FileNotFoundError(f"bucket {self.bucket_name!r} does not exist")
             self._client.create_bucket(self._bucket, location=location, retry=self._retry)
         except Exception as exc:
             if type(exc).__name__ == "Conflict":  # created meanwhile, by us or another project
@@ -206,7 +211,8 @@ class GCSStorage(Storage):
             blob = self._bucket.get_blob(self._key(key), retry=self._retry)
         if blob is None:
             raise FileNotFoundError(f"{self.url}: {key}")
-        return KeyInfo(size=int(blob.size or 0), mtime=blob.updated.timestamp())
+        return KeyInfo(size=int(blob.size or 0), mtime=blob.updated.timestamp(), etag=str(blob.etag or ""),
+                       md5=_hex(blob.md5_hash), crc32c=_hex(blob.crc32c))
 
     # -- faster derived operations ----------------------------------------------------------
     def put_file(self, local_path: str, key: str, *, exclusive: bool = False) -> None:
@@ -249,6 +255,11 @@ def _translate(exc: BaseException, where: str, endpoint: str | None) -> Exceptio
     if kind is StoreUnreachableError and endpoint and endpoint not in message:
         message += f" (endpoint {redact_url(endpoint)})"
     return kind(message)
+
+
+def _hex(value: str | None) -> str:
+    """GCS gives checksums in base64; ``KeyInfo`` holds hex."""
+    return base64.b64decode(value).hex() if value else ""
 
 
 def _one_line(exc: BaseException) -> str:

@@ -86,6 +86,7 @@ class S3Storage(Storage):
         max_attempts: int = 1,
         multipart_threshold: int = 8 * _MiB,
         max_concurrency: int = 8,
+        create: bool = True,
     ) -> None:
         import boto3  # type: ignore[import-untyped]
         from boto3.s3.transfer import TransferConfig  # type: ignore[import-untyped]
@@ -112,6 +113,7 @@ class S3Storage(Storage):
             multipart_chunksize=multipart_threshold,
             max_concurrency=int(max_concurrency),
         )
+        self._create = create  # False: a missing bucket is FileNotFoundError (reading inputs)
         self._ensure_bucket()
 
     @classmethod
@@ -151,6 +153,8 @@ class S3Storage(Storage):
                     return
             if not isinstance(mapped, FileNotFoundError):
                 raise (mapped or StoreError(f"cannot use bucket {self.bucket!r}: {exc}")) from exc
+            if not self._create:
+                raise FileNotFoundError(f"bucket {self.bucket!r} does not exist") from exc
         region = self._client.meta.region_name
         kwargs: dict[str, Any] = {"Bucket": self.bucket}
         if region and region != "us-east-1":  # us-east-1 refuses an explicit LocationConstraint
@@ -230,7 +234,11 @@ class S3Storage(Storage):
         full = self._key(key)
         with self._mapped(key):
             head = self._client.head_object(Bucket=self.bucket, Key=full)
-        return KeyInfo(size=int(head["ContentLength"]), mtime=head["LastModified"].timestamp())
+        etag = str(head.get("ETag", "")).strip('"')
+        # A single-part upload's ETag is its MD5, unless SSE-KMS/SSE-C encrypted it.
+        plain = "-" not in etag and head.get("ServerSideEncryption") != "aws:kms" and "SSECustomerAlgorithm" not in head
+        return KeyInfo(size=int(head["ContentLength"]), mtime=head["LastModified"].timestamp(),
+                       etag=etag, md5=etag.lower() if plain and len(etag) == 32 else "")
 
     # -- faster derived operations ----------------------------------------------------------
     def put_file(self, local_path: str, key: str, *, exclusive: bool = False) -> None:

@@ -72,6 +72,7 @@ class SFTPStorage(Storage):
         timeout: float = 30.0,
         allow_agent: bool = True,
         look_for_keys: bool = True,
+        create: bool = True,
     ) -> None:
         if not root.strip("/") or root.strip("/") == "~":
             raise ConfigError("an sftp:// store needs a folder: sftp://user@host/path (or /~/path)")
@@ -92,7 +93,10 @@ class SFTPStorage(Storage):
         self._lock = threading.RLock()
         self._ssh: Any = None
         self._sftp: Any = None
-        self._run(lambda sftp: self._makedirs(sftp, posixpath.join(self._root, _TMP)))
+        if create:
+            self._run(lambda sftp: self._makedirs(sftp, posixpath.join(self._root, _TMP)))
+        else:  # reading inputs: the folder must exist, and nothing is written
+            self._run(lambda sftp: sftp.stat(self._root))
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> "SFTPStorage":

@@ -92,6 +92,7 @@ class ArtifactRecord(_FlatRecord):
     # files that never held still, a final capture that failed): one short line each. An
     # artifact with reasons here makes a run that exited 0 ``incomplete``, never ``finished``.
     incomplete: list[str] = field(default_factory=list)
+    source: str = ""  # the URL a ``--capture-once URL:TAG`` input came from (no password, no query)
 
 
 @dataclass
