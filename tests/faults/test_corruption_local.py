@@ -136,11 +136,22 @@ def _run(command: str, home: str, dest: str) -> object:
     return studio("check", home=home, **WIDE)
 
 
-CASES = [("none", "-")] + [(kind, how) for kind in KINDS for how in DAMAGES]
+# Which commands each kind of damage is run through: every command that reads that kind, with
+# all three damages; the commands that never read it with one damage only (they must succeed).
+READS = {
+    "object": ("get", "reuse", "gc", "check"),
+    "chunk": ("get", "reuse", "gc", "check"),
+    "manifest": ("get", "reuse", "gc-dry-run", "gc", "check"),
+    "record": COMMANDS,
+    "env": ("show", "get", "check"),
+}
+CASES = [("none", "-", command) for command in COMMANDS] + [
+    (kind, how, command) for kind in KINDS for command in COMMANDS for how in DAMAGES
+    if command in READS[kind] or (how == "delete" and kind in ("object", "manifest"))
+]
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-@pytest.mark.parametrize("kind,how", CASES)
+@pytest.mark.parametrize("kind,how,command", CASES)
 def test_damaged_local_store(base, tmp_path, kind, how, command):
     home = str(tmp_path / "home")
     shutil.copytree(base["home"], home, symlinks=True)
@@ -212,3 +223,93 @@ def test_capturing_the_same_content_again_heals_a_damaged_store(base, tmp_path, 
     got = studio("get", "victim/data", dest, home=home)
     assert got.returncode == 0, f"{kind}/{how} not healed by a new capture: {got.stderr}"
     assert read_tree(dest) == {os.fsencode(k): v for k, v in base["trees"]["victim"].items()}
+
+
+def _odd(store: str, record_key: str, what: str) -> str:
+    """Put one odd thing in the store; returns its key."""
+    path = os.path.join(store, record_key)
+    if what.startswith("record-"):
+        with open(path) as f:
+            record = json.load(f)
+        os.chmod(path, 0o644)
+        if what == "record-empty":
+            data = ""
+        elif what == "record-list":
+            data = "[]"
+        elif what == "record-types":
+            record.update(started_at="yesterday", artifacts=["data"], status=5, exit_code="zero")
+            data = json.dumps(record)
+        else:  # record-digest: an artifact digest that is no digest (and would climb out of the store)
+            record["artifacts"]["data"]["digest"] = "../../../../etc/passwd"
+            data = json.dumps(record)
+        with open(path, "w") as f:
+            f.write(data)
+        return record_key
+    key = {"stray-object": "objects/zz/not-a-digest", "stray-manifest": "manifests/ab/README",
+           "stray-experiment": "experiments/victim/notes.txt"}[what]
+    os.makedirs(os.path.dirname(os.path.join(store, key)), exist_ok=True)
+    with open(os.path.join(store, key), "w") as f:
+        f.write("left here by hand\n")
+    return key
+
+
+ODD = ("record-empty", "record-list", "record-types", "record-digest", "stray-object", "stray-manifest",
+       "stray-experiment")
+
+
+@pytest.mark.parametrize("what", ODD)
+def test_odd_records_and_stray_files(base, tmp_path, what):
+    """Empty, wrongly typed or badly digested records and stray files: every command says one line
+    or goes on; ``list`` names what it skipped; the undamaged experiment reads back, also after gc."""
+    home = str(tmp_path / "home")
+    shutil.copytree(base["home"], home, symlinks=True)
+    store = os.path.join(home, ".studioml", "store")
+    _odd(store, base["targets"]["record"], what)
+    problems = []
+
+    def expect(done, command: str, ok: bool) -> None:
+        cell = f"{what} x {command}: rc={done.returncode}\n{done.stdout}{done.stderr}"
+        try:
+            assert_no_traceback(done)
+            if ok:
+                assert done.returncode == 0, cell
+            elif done.returncode != 0:
+                assert_one_line_error(done)
+        except AssertionError as exc:
+            problems.append(f"{command}: {exc}")
+
+    bad_record = what.startswith("record-")
+    unreadable = bad_record and what != "record-digest"  # a bad digest still parses; only reading it fails
+    listed = studio("list", home=home, **WIDE)
+    expect(listed, "list", ok=not unreadable)
+    if "keep" not in listed.stdout:
+        problems.append("list: the undamaged experiment is not listed")
+    if unreadable and "victim" not in listed.stdout + listed.stderr:
+        problems.append("list: the damaged record is not named")
+    shown = studio("show", "victim", home=home, **WIDE)
+    if unreadable:
+        try:
+            assert_one_line_error(shown)
+        except AssertionError as exc:
+            problems.append(f"show: {exc}")
+    else:
+        expect(shown, "show", ok=not bad_record)
+    dest = str(tmp_path / "victim-copy")
+    got = studio("get", "victim/data", dest, home=home)
+    if bad_record:
+        try:
+            assert_one_line_error(got)
+        except AssertionError as exc:
+            problems.append(f"get victim: {exc}")
+    else:
+        expect(got, "get victim", ok=True)
+    if os.path.exists(dest):
+        original = {os.fsencode(k): v for k, v in base["trees"]["victim"].items()}
+        if any(original.get(rel) != data for rel, data in read_tree(dest).items()):
+            problems.append("get victim: wrote a wrong file")
+    expect(studio("gc", home=home), "gc", ok=not bad_record)
+    try:
+        _assert_keep_intact(base, home, tmp_path, what)
+    except AssertionError as exc:
+        problems.append(f"after gc: {exc}")
+    assert not problems, "\n".join(problems)

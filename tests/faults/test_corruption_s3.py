@@ -107,10 +107,10 @@ KINDS = ("object", "pack", "index", "manifest", "record")
 # records through ``gc``, records through ``list``/``show``, one damage of each kind through ``check``.
 CASES = (
     [("none", "-", command) for command in ("list", "get", "check")]
-    + [(kind, how, "get") for kind in KINDS for how in DAMAGES]
+    + [(kind, how, "get") for kind in KINDS for how in DAMAGES if how != "truncate" or kind in ("pack", "index")]
     + [("object", "flip", "reuse"), ("pack", "flip", "reuse")]
     + [("index", "flip", "gc"), ("index", "delete", "gc"), ("manifest", "flip", "gc"), ("record", "flip", "gc")]
-    + [("record", "flip", "list"), ("record", "truncate", "list"), ("record", "flip", "show")]
+    + [("record", "flip", "list"), ("record", "flip", "show")]
     + [(kind, "flip", "check") for kind in KINDS]
 )
 
