@@ -245,8 +245,10 @@ def _odd(store: str, record_key: str, what: str) -> str:
         with open(path, "w") as f:
             f.write(data)
         return record_key
-    key = {"stray-object": "objects/zz/not-a-digest", "stray-manifest": "manifests/ab/README",
+    key = {"stray-object": "objects/README", "stray-manifest": "manifests/ab",  # a file where a fan-out folder goes
            "stray-experiment": "experiments/victim/notes.txt"}[what]
+    if what == "stray-manifest" and os.path.isdir(os.path.join(store, key)):
+        key = "manifests/zz"
     os.makedirs(os.path.dirname(os.path.join(store, key)), exist_ok=True)
     with open(os.path.join(store, key), "w") as f:
         f.write("left here by hand\n")
