@@ -36,8 +36,14 @@ HOSTILE = [
 ]
 
 
+_CREDENTIAL_LIKE = re.compile(  # names studio leaves out of every snapshot on purpose (credential files)
+    rb"(?i)(^\.env|\.env$|credentials|^secrets\.|\.pem$|\.key$|^id_(rsa|dsa|ecdsa|ed25519)|^\.netrc$|^\.pypirc$"
+    rb"|^\.(aws|ssh|gnupg|docker|kube|config)$|^\.git|^\.studioignore$)")
+
+
 def _valid_name(name: bytes) -> bool:
-    return 0 < len(name) <= 255 and b"/" not in name and b"\0" not in name and name not in (b".", b"..")
+    return (0 < len(name) <= 255 and b"/" not in name and b"\0" not in name and name not in (b".", b"..")
+            and not _CREDENTIAL_LIKE.search(name))
 
 
 NAMES = st.one_of(
