@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -23,6 +24,7 @@ __all__ = [
     "assert_no_traceback",
     "assert_one_line_error",
     "check_store",
+    "copy_home",
     "damage_bytes",
     "damage_file",
     "has_check",
@@ -116,15 +118,33 @@ def damage_bytes(data: bytes, how: str) -> bytes:
 
 
 def damage_file(path: str, how: str) -> None:
-    """Bit rot, a torn write or a lost file, on a local path (stored files may be read-only)."""
+    """Bit rot, a torn write or a lost file, on a local path. The damaged bytes go to a new inode
+    (written beside, renamed over), so a copy made by ``copy_home`` never damages its original."""
     if how == "delete":
         os.remove(path)
         return
-    os.chmod(path, 0o644)
     with open(path, "rb") as f:
         data = f.read()
-    with open(path, "wb") as f:
+    tmp = path + ".damage"
+    with open(tmp, "wb") as f:
         f.write(damage_bytes(data, how))
+    os.replace(tmp, path)
+
+
+_LINK_FROM = 1 << 20
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    if os.path.getsize(src) >= _LINK_FROM:
+        os.link(src, dst)  # stored objects and source trees are never rewritten in place by a case
+    else:
+        shutil.copy2(src, dst)
+
+
+def copy_home(src: str, dst: str) -> None:
+    """Copy a test HOME (store, caches, config) for one case; large files (stored objects, source
+    trees) are hard-linked so a hundred cases do not write a gigabyte."""
+    shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
 
 
 @functools.lru_cache(maxsize=None)

@@ -14,7 +14,6 @@ import json
 import os
 import pickle
 import random
-import shutil
 
 import pytest
 
@@ -25,6 +24,7 @@ from tests.faults._support import (
     age_tree,
     assert_no_traceback,
     assert_one_line_error,
+    copy_home,
     damage_file,
     leftovers,
     read_tree,
@@ -154,7 +154,7 @@ CASES = [("none", "-", command) for command in COMMANDS] + [
 @pytest.mark.parametrize("kind,how,command", CASES)
 def test_damaged_local_store(base, tmp_path, kind, how, command):
     home = str(tmp_path / "home")
-    shutil.copytree(base["home"], home, symlinks=True)
+    copy_home(base["home"], home)
     store = os.path.join(home, ".studioml", "store")
     damaged = base["targets"].get(kind)
     if damaged:
@@ -214,7 +214,7 @@ def _assert_keep_intact(base, home, tmp_path, cell: str) -> None:
 def test_capturing_the_same_content_again_heals_a_damaged_store(base, tmp_path, kind, how):
     """A capture that finds its content "already stored" must not trust a damaged copy."""
     home = str(tmp_path / "home")
-    shutil.copytree(base["home"], home, symlinks=True)
+    copy_home(base["home"], home)
     damage_file(os.path.join(home, ".studioml", "store", base["targets"][kind]), how)
     again = studio("run", "-e", "again", f"--capture-once={os.path.join(home, 'victim')}:data",
                    os.path.join(home, "proj", "s.py"), home=home, cwd=os.path.join(home, "proj"))
@@ -264,7 +264,7 @@ def test_odd_records_and_stray_files(base, tmp_path, what):
     """Empty, wrongly typed or badly digested records and stray files: every command says one line
     or goes on; ``list`` names what it skipped; the undamaged experiment reads back, also after gc."""
     home = str(tmp_path / "home")
-    shutil.copytree(base["home"], home, symlinks=True)
+    copy_home(base["home"], home)
     store = os.path.join(home, ".studioml", "store")
     _odd(store, base["targets"]["record"], what)
     problems = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import yaml
 
 from studio_run.objects.digest import FILE_CHUNK
 from tests.conftest import FAKE_AWS_ENV
-from tests.faults._support import age_tree, assert_no_traceback, check_store, leftovers, read_tree
+from tests.faults._support import age_tree, assert_no_traceback, check_store, copy_home, leftovers, read_tree
 from tests.helpers import studio, studio_env, write_script
 
 INSTANTS = 3
@@ -143,13 +144,13 @@ def test_kill_9_of_a_capture(tmp_path):
 
 @pytest.fixture(scope="module")
 def big_store(tmp_path_factory):
-    """A local store holding ``big/data`` (60 files of 1 MiB and a chunked 24 MiB file)
+    """A local store holding ``big/data`` (60 files of 1 MiB and a chunked 12 MiB file)
     and ``small/data``, plus a deleted experiment ``old`` whose content gc removes; aged 2 hours."""
     home = str(tmp_path_factory.mktemp("kill-store"))
     rnd = random.Random(77)
     trees = {
         "big": {**{f"part/{i:02}.bin": rnd.randbytes(1 << 20) for i in range(60)},
-                "huge.bin": rnd.randbytes(6 * FILE_CHUNK)},
+                "huge.bin": rnd.randbytes(3 * FILE_CHUNK)},
         "small": {"a.txt": b"small a\n", "b/c.txt": b"small c\n"},
         "old": {f"o{i:04}.bin": rnd.randbytes(1024) for i in range(1500)},
     }
@@ -166,16 +167,16 @@ def big_store(tmp_path_factory):
 
 
 def _copy_home(base: str, tmp_path) -> str:
-    import shutil
-
     home = str(tmp_path / "home")
-    shutil.copytree(base, home, symlinks=True)
+    copy_home(base, home)
     return home
 
 
 def _assert_live_versions(home: str, trees: dict, tag: str) -> None:
     for exp in ("big", "small"):
-        assert _get(home, f"{exp}/data", os.path.join(home, f"check-{tag}-{exp}")) == trees[exp]
+        dest = os.path.join(home, f"check-{tag}-{exp}")
+        assert _get(home, f"{exp}/data", dest) == trees[exp]
+        shutil.rmtree(dest)
     check_store(home)
 
 
