@@ -40,7 +40,7 @@ def collect_garbage(store: Store, grace: float = 3600.0, dry_run: bool = False) 
     repo = store.repo
     live_manifests: set[str] = set()
     for record in store.records.iter_all():
-        live_manifests.update(a.digest for a in record.artifacts.values() if a.digest)
+        live_manifests.update(d for a in record.artifacts.values() for d in a.manifests())
     live_objects: set[str] = set()
     for digest in live_manifests:
         if repo.has_manifest(digest):

@@ -203,8 +203,8 @@ class Syncer:
         if entry is None:
             return True
         for art in entry.record.artifacts.values():
-            if art.digest:
-                self.transfer.send(art.digest)
+            for digest in art.manifests():  # the content manifest, then the one with file times
+                self.transfer.send(digest)
         if entry.environment is not None:
             self.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
             self.journal.remove_environment(name)

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from tests.helpers import studio, write_script
 
 OLD, NEW = 1_600_000_000_000_000_001, 1_700_000_000_000_000_002
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "times are not recorded by studio run yet: snapshot(times=True) would change the digest of the same content "
-    "captured twice (test_identical_content_across_experiments_is_stored_once); the times need a place of their "
-    "own in the run record"))
 def test_reuse_and_get_keep_file_times_so_the_newest_checkpoint_is_found(home):
     ckpts = os.path.join(home, "ckpts")
     os.makedirs(ckpts)
