@@ -4,9 +4,10 @@
 (``studio_run.store.journal``) and wakes the ``Syncer``'s thread, so a capture never waits for the
 network. For every pending run the thread uploads, in this order:
 
-1. each artifact's snapshot: the objects the store lacks, then the manifest
-   (``studio_run.store.transfer``, which also sees that a key is checked or uploaded at most
-   once);
+1. each artifact's snapshot: the objects the store lacks, then the manifest, then the
+   manifest with file times (``ArtifactRecord.times``: the same objects, so only that small
+   file goes up) (``studio_run.store.transfer``, which also sees that a key is checked or
+   uploaded at most once);
 2. then the environment, and the record last.
 
 A reader of the store therefore never finds a record whose manifest or objects are missing, on
