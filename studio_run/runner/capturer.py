@@ -1,5 +1,10 @@
 """Capture artifacts into the store and keep their run record pointing at the newest snapshots.
 
+Every snapshot records file times, and becomes two manifests: the content one (no times; its digest
+is the artifact's identity, so equal content has one digest wherever and whenever it was captured)
+and the same entries with each file's mtime (``ArtifactRecord.times``, what restores read). Both
+name the same objects, so times cost one small manifest; when nothing changed, not even that.
+
 ``Capturer`` owns a run's record while the script runs. ``capture`` snapshots a set of tags and
 publishes the record only when some digest changed, so an idle interval costs a stat walk and
 nothing else. ``start`` runs that every interval on a background thread with a lowered CPU
@@ -13,6 +18,7 @@ import os
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Callable, ContextManager, Optional
 
 from .. import console
@@ -64,7 +70,13 @@ class Target:
         lock: Optional[threading.Lock] = None,
     ) -> None:
         self.tag, self.path, self.kind, self.ignore, self.lock = tag, path, kind, ignore, lock
-        self.manifest: Optional[Manifest] = None
+        self.manifest: Optional[Manifest] = None  # the latest snapshot, with file times
+        self.content = ""  # the digest of ``manifest`` without times (the artifact's identity)
+
+
+def _without_times(manifest: Manifest) -> Manifest:
+    """The content manifest: the same entries without their mtimes."""
+    return Manifest.build((replace(e, mtime_ns=None) for e in manifest.entries), manifest.single_file)
 
 
 class Capturer:
@@ -125,21 +137,21 @@ class Capturer:
                     continue
                 results.append(result)
                 self.unstable.update(f"{target.tag}/{p}" for p in result.unstable)
+                timed = result.manifest
                 art = self.record.artifacts.get(target.tag)
-                if art is None or art.digest != result.digest:
+                if art is None or art.digest != target.content or art.times != timed.digest:
                     changed = True
-                    manifest = result.manifest
                     self.record.artifacts[target.tag] = ArtifactRecord(
                         tag=target.tag,
                         kind=target.kind,
-                        digest=result.digest,
-                        size=manifest.size,
-                        files=manifest.file_count,
+                        digest=target.content,
+                        size=timed.size,
+                        files=timed.file_count,
                         snapshots=(art.snapshots if art else 0) + 1,
                         updated_at=time.time(),
-                        single_file=manifest.single_file,
+                        single_file=timed.single_file,
+                        times=timed.digest,
                     )
-                target.manifest = result.manifest
             try:
                 self.store.local_repo.flush()  # objects and manifests durable before any record
             except OSError as exc:
@@ -164,7 +176,11 @@ class Capturer:
                 result = snapshot(
                     target.path, self.store.local_repo, self.stat_cache, ignore=target.ignore,
                     previous=target.manifest, retries=retries, progress=progress, flush=False,
+                    times=True,
                 )
+            if target.manifest is None or result.manifest.digest != target.manifest.digest:
+                target.content = self.store.local_repo.put_manifest(_without_times(result.manifest))
+            target.manifest = result.manifest  # unchanged: the content manifest is the one stored before
         except OSError as exc:
             problem = f"capture failed: {exc.strerror or exc} ({exc.filename or target.path})"
         except Exception as exc:  # noqa: BLE001 - e.g. sqlite's "disk is full": kept, never a lost run

@@ -129,9 +129,9 @@ class _Execution:
         paths = {}
         cache = BlobCache(self.config.blobcache)
         for reuse in self.prepared.reused:
-            manifest = self.store.repo.get_manifest(reuse.digest)
+            manifest = self.store.repo.get_manifest(reuse.restore_digest)  # with file times when recorded
             with console.progress(f"fetching {reuse.experiment}/{reuse.tag}", manifest.size) as advance:
-                path, hit = cache.ensure(self.store.repo, reuse.digest, manifest, advance)
+                path, hit = cache.ensure(self.store.repo, reuse.restore_digest, manifest, advance)
             paths[reuse.alias] = path
             how = "cached" if hit else f"fetched {console.format_size(manifest.size)}"
             console.info(f"reuse {reuse.experiment}/{reuse.tag}@{reuse.version} as {reuse.alias!r} ({how})")

@@ -190,7 +190,7 @@ def _resolve_reuse(store: Store, spec: ReuseSpec) -> ReuseRecord:
     if ref.version is None and record.version != newest:
         console.info(f"reuse {ref.experiment}/{ref.tag}: chose v{record.version} (run {record.run_id}, "
                      f"{record.status}), the newest run that finished with it; newer runs did not")
-    return ReuseRecord(spec.alias, ref.experiment, ref.tag, record.run_id, record.version, art.digest)
+    return ReuseRecord(spec.alias, ref.experiment, ref.tag, record.run_id, record.version, art.digest, art.times)
 
 
 def _new_record(request: RunRequest, experiment: str, run_id: str) -> RunRecord:

@@ -1,7 +1,11 @@
 """The blob cache: reused artifacts materialised once per content, read-only, shared by runs.
 
 An entry is named by its manifest digest, so it can never be stale: a re-run of an experiment
-that changed its artifact has a new digest and a new entry. Layout::
+that changed its artifact has a new digest and a new entry. ``--reuse`` names it by the manifest
+*with file times* when the record has one (``ArtifactRecord.times``), so an entry's files carry the
+times of the run they came from: the same content captured with other times fills an entry of its
+own (setting times on a shared, read-only entry in use by another run would change its files under
+it). Records from before times were kept name the content manifest, as they always did. Layout::
 
     <root>/ab/cdef…/data/        the artifact (read-only files and folders)
     <root>/ab/cdef…/stamp.json   size, mtime and inode of every file when it was filled

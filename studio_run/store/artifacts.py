@@ -74,7 +74,7 @@ def fetch_artifact(
     ``dest`` is an existing folder. Nothing appears at ``dest`` before every byte is verified.
     """
     _record, art = resolve_artifact(store, ref)
-    manifest = store.repo.get_manifest(art.digest)
+    manifest = store.repo.get_manifest(art.restore_digest)  # with file times when the record has them
     single = manifest.single_file or bool(ref.path)
     dest = check_dest(dest, _protected(store), single, force)
     tmp = staging_folder(dest)

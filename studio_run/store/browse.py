@@ -31,7 +31,7 @@ LOG_NAME = "output.log"
 def artifact_manifest(store: Store, ref: ArtifactRef) -> tuple[RunRecord, Manifest]:
     """The run ``ref`` resolves to and its artifact's manifest."""
     record, art = resolve_artifact(store, ref)
-    return record, store.repo.get_manifest(art.digest)
+    return record, store.repo.get_manifest(art.restore_digest)  # with file times when recorded
 
 
 def list_files(manifest: Manifest, path: Optional[str] = None) -> list[Entry]:

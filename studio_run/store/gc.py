@@ -211,8 +211,8 @@ def _live_objects(repo: Repository, manifests: Iterable[str], note: Warn) -> set
 
 
 def _record_digests(record: RunRecord) -> set[str]:
-    digests = {a.digest for a in record.artifacts.values() if a.digest}
-    digests.update(r.digest for r in record.reuses if getattr(r, "digest", None))
+    digests = {d for a in record.artifacts.values() for d in a.manifests()}  # content, then with times
+    digests.update(d for r in record.reuses for d in (r.digest, r.times) if d)
     return digests
 
 

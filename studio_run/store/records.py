@@ -93,6 +93,19 @@ class ArtifactRecord(_FlatRecord):
     # artifact with reasons here makes a run that exited 0 ``incomplete``, never ``finished``.
     incomplete: list[str] = field(default_factory=list)
     source: str = ""  # the URL a ``--capture-once URL:TAG`` input came from (no password, no query)
+    # The same snapshot with each file's mtime: a second manifest (same entries and objects, plus
+    # times) under its own digest. ``digest`` stays the content's identity (equal content, equal
+    # digest, whatever the files' times); restores read this one. Empty in records made before.
+    times: str = ""
+
+    @property
+    def restore_digest(self) -> str:
+        """The manifest to restore from: the one with file times when recorded, else the content's."""
+        return self.times or self.digest
+
+    def manifests(self) -> list[str]:
+        """Every manifest this artifact points at (what must be stored before the record, and kept)."""
+        return [d for d in dict.fromkeys((self.digest, self.times)) if d]
 
 
 @dataclass
@@ -105,6 +118,12 @@ class ReuseRecord(_FlatRecord):
     run_id: str
     version: int
     digest: str
+    times: str = ""  # the reused artifact's manifest with file times (``ArtifactRecord.times``)
+
+    @property
+    def restore_digest(self) -> str:
+        """The manifest to restore from: the one with file times when recorded, else the content's."""
+        return self.times or self.digest
 
 
 @dataclass
@@ -181,6 +200,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 _ARTIFACT_TYPES: dict[str, tuple[type, ...]] = {
     "tag": (str,), "kind": (str,), "digest": (str,), "size": (int,), "files": (int,), "snapshots": (int,),
     "updated_at": (int, float), "single_file": (bool,), "incomplete": (list,),
+    "times": (str,),
 }
 
 
@@ -205,10 +225,13 @@ def _problem(data: Any, experiment: str, run_id: str) -> Optional[str]:
                 return f"artifact {tag!r} field {name!r} is {type(art[name]).__name__}"
         if "tag" not in art or "kind" not in art:
             return f"artifact {tag!r} has no tag or kind"
-        if art.get("digest") and not is_digest(art["digest"]):
-            return f"artifact {tag!r} has a malformed digest"
+        for name in ("digest", "times"):
+            if art.get(name) and not is_digest(art[name]):
+                return f"artifact {tag!r} has a malformed {name} digest"
     for reuse in data.get("reuses", []):
         if not isinstance(reuse, dict) or not is_digest(reuse.get("digest")):
+            return "a reuse entry is malformed"
+        if reuse.get("times") and not is_digest(reuse["times"]):
             return "a reuse entry is malformed"
         if not all(isinstance(reuse.get(k), str) for k in ("alias", "experiment", "tag", "run_id")):
             return "a reuse entry is malformed"

@@ -151,5 +151,5 @@ def _pending_manifests(journal: Journal) -> set[str]:
     for name in journal.names():
         entry = journal.read(name)
         if entry is not None:  # None: published since it was listed
-            live.update(a.digest for a in entry.record.artifacts.values() if a.digest)
+            live.update(d for a in entry.record.artifacts.values() for d in a.manifests())
     return live

@@ -76,7 +76,7 @@ class Store:
             try:
                 yield
             finally:
-                digests = [a.digest for a in record.artifacts.values() if a.digest]
+                digests = [d for a in record.artifacts.values() for d in a.manifests()]
                 self.holds.hold(f"{entry_name(record.experiment, record.run_id)}.capture", manifests=digests)
 
     def publish_environment(self, experiment: str, run_id: str, env: dict[str, Any]) -> None:

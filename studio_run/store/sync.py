@@ -4,9 +4,10 @@
 (``studio_run.store.journal``) and wakes the ``Syncer``'s thread, so a capture never waits for the
 network. For every pending run the thread uploads, in this order:
 
-1. each artifact's snapshot: the objects the store lacks, then the manifest
-   (``studio_run.store.transfer``, which also sees that a key is checked or uploaded at most
-   once);
+1. each artifact's snapshot: the objects the store lacks, then the manifest, then the
+   manifest with file times (``ArtifactRecord.times``: the same objects, so only that small
+   file goes up) (``studio_run.store.transfer``, which also sees that a key is checked or
+   uploaded at most once);
 2. then the environment, and the record last.
 
 A reader of the store therefore never finds a record whose manifest or objects are missing, on
@@ -206,8 +207,8 @@ class Syncer:
         with store_lock(self.remote.storage, SHARED) as lock:  # gc waits until the pointer is written
             self._forget_if_swept()
             for art in entry.record.artifacts.values():
-                if art.digest:
-                    self.transfer.send(art.digest)
+                for digest in art.manifests():  # the content manifest, then the one with file times
+                    self.transfer.send(digest)
             if entry.environment is not None:
                 self.records.write_environment(entry.record.experiment, entry.record.run_id, entry.environment)
                 self.journal.remove_environment(name)
