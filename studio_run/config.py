@@ -26,6 +26,8 @@ from .studioml_keys import STUDIO_KEYS, STUDIOML_KEYS, storage_options, translat
 
 __all__ = ["Config", "load_config", "parse_duration", "parse_size", "resolve_store", "studio_home"]
 
+_LONGEST = 100 * 365 * 86400.0  # seconds: a duration past this is a typo, and inf breaks timers
+_LARGEST = 1 << 60  # bytes (1 EiB)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*)|(\$))")
@@ -88,25 +90,31 @@ def parse_duration(value: object, what: str = "duration", allow_zero: bool = Fal
     def allowed(number: float) -> bool:
         return number >= 0 if allow_zero else number > 0
 
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and allowed(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and allowed(value) and value < _LONGEST:
         return float(value)
     match = _DURATION.match(str(value)) if isinstance(value, (str, int, float)) else None
     if not match or not allowed(float(match.group(1))):
         raise ConfigError(f"{what} {value!r} is not a duration; write e.g. 30s, 2m or 1h")
     number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    seconds = number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    if not seconds < _LONGEST:  # also catches inf from a number with hundreds of digits
+        raise ConfigError(f"{what} {value!r} is too long; write at most 100 years, e.g. 30d as 720h")
+    return seconds
 
 
 def parse_size(value: object, what: str = "size") -> int:
     """Bytes from ``1048576``, ``100MiB``, ``2G`` or ``512KB`` (K/M/G/T are powers of 1024)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _LARGEST:
         return value
     match = _SIZE.match(str(value)) if isinstance(value, (str, float)) else None
     if not match:
         raise ConfigError(f"{what} {value!r} is not a size; write e.g. 100MiB or 2GiB")
     unit = (match.group(2) or "B").upper()[:1]
     power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit]
-    return int(float(match.group(1)) * 1024**power)
+    size = float(match.group(1)) * 1024**power
+    if not size < _LARGEST:  # inf, or more than any disk holds
+        raise ConfigError(f"{what} {value!r} is too large; write at most 1 EiB")
+    return int(size)
 
 
 def resolve_store(url: str, base: Optional[str], what: str, env: Mapping[str, str] = os.environ) -> str:

@@ -16,7 +16,7 @@ __all__ = ["MASK", "is_secret_flag", "redact_args", "redact_text"]
 MASK = "***"
 
 _SECRET_WORDS = ("key", "token", "secret", "password", "passwd")
-_FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_FLAG = re.compile(r"^--?[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)(?P<password>[^/\s@]+)(?=@)")
 
 

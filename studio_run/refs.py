@@ -27,7 +27,7 @@ __all__ = [
     "split_capture",
 ]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # matched whole: fullmatch (no "$" that lets "\n" through)
 # What ``--capture-once`` fetches: text that starts with ``scheme://`` is a URL, never a path.
 URL_SCHEMES = ("gs", "http", "https", "s3", "sftp")
 _URL_START = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -37,7 +37,7 @@ def check_name(name: str) -> bool:
     """Whether ``name`` is a valid experiment name, artifact tag or alias: letters, digits and
     ``._-``, starting with a letter or digit, at most 128 characters (one rule for all three,
     since each becomes one path segment in the store and in ``EXP/TAG`` references)."""
-    return bool(_NAME.match(name or ""))
+    return bool(_NAME.fullmatch(name or ""))
 
 
 def check_tag(tag: str) -> bool:

@@ -46,7 +46,7 @@ REFRESH_EVERY = 60.0
 STALE_AFTER = 600.0
 _PREFIX = "locks/"
 _POLL = 1.0
-_NAME = re.compile(r"^(shared|exclusive)-(.+)-(\d+)-([0-9a-f]+)$")
+_NAME = re.compile(r"^(shared|exclusive)-(.+)-(\d+)-([0-9a-f]+)\Z")
 
 
 class StoreBusy(StoreError):

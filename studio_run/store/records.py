@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 TERMINAL = frozenset({"finished", "incomplete", "failed", "interrupted"})
-_RUN_ID = re.compile(r"^\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{6}$")
+_RUN_ID = re.compile(r"^\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{6}\Z")
 
 
 class DamagedRecordError(IntegrityError):

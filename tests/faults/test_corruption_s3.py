@@ -92,7 +92,9 @@ def template(s3_server, tmp_path_factory):
         "object": "tmpl/" + Repository.object_key(hash_bytes(trees["victim"]["loose.bin"])),
         "pack": index[: -len(".index")] + ".pack",
         "index": index,
-        "manifest": "tmpl/" + Repository.manifest_key(body["artifacts"]["data"]["digest"]),
+        # the manifest restores read: the one with file times when the record has it
+        "manifest": "tmpl/" + Repository.manifest_key(body["artifacts"]["data"].get("times")
+                                                      or body["artifacts"]["data"]["digest"]),
         "record": record,
     }
     for key in targets.values():
