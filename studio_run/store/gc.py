@@ -106,13 +106,14 @@ def live_manifests(
             except NotFoundError:
                 continue  # deleted since the listing
             except DamagedRecordError as exc:
-                warn(f"{name}: {exc.key} is damaged ({exc.reason}); everything it may point at is kept")
                 if unreadable is not None:
                     unreadable.append((exc.key, name))
                 try:
                     digests = _digests_in(records.storage.read_bytes(exc.key))
                 except FileNotFoundError:
                     continue
+                if digests:  # one naming nothing is the caller's to refuse on
+                    warn(f"{name}: {exc.key} is damaged ({exc.reason}); everything it may point at is kept")
             for digest in digests:
                 live.setdefault(digest, []).append(name)
     return live
@@ -128,7 +129,13 @@ class _Swept:
 
 
 def _sweep(repo: Repository, records: RecordStore, grace: float, dry_run: bool, note: Warn) -> _Swept:
-    manifests = live_manifests(records, note)
+    damaged: list[tuple[str, str]] = []
+    manifests = live_manifests(records, note, damaged)
+    blind = [key for key, _ in damaged if not _digests_in(_read_or_empty(records, key))]
+    if blind:  # a record with no digest left in it: what it pointed at cannot be known, so keep everything
+        raise IntegrityError(
+            f"run record {blind[0]} is damaged and names nothing gc can read, so gc removed nothing; "
+            "move that file out of the store (or restore it from a copy) and run gc again")
     live_objects = _live_objects(repo, manifests, note)
     cutoff = time.time() - grace
     out = _Swept()
@@ -214,6 +221,13 @@ def _record_digests(record: RunRecord) -> set[str]:
     digests = {d for a in record.artifacts.values() for d in a.manifests()}  # content, then with times
     digests.update(d for r in record.reuses for d in (r.digest, r.times) if d)
     return digests
+
+
+def _read_or_empty(records: RecordStore, key: str) -> bytes:
+    try:
+        return records.storage.read_bytes(key)
+    except FileNotFoundError:
+        return b""
 
 
 def _digests_in(data: bytes) -> set[str]:
