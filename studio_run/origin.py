@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["Origin", "current_origin", "process_start_ticks", "user_name"]
+__all__ = ["Origin", "current_origin", "process_alive", "process_start_ticks", "user_name"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,18 @@ def user_name() -> Optional[str]:
         return getpass.getuser()
     except Exception:  # noqa: BLE001 - KeyError or OSError when the UID has no passwd entry
         return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (another user's counts as alive). Used to
+    tell a run, lock or temporary folder left by a dead process from one still in use."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def process_start_ticks(pid: int) -> Optional[int]:

@@ -31,6 +31,7 @@ from typing import Callable, Optional
 
 from ..objects.manifest import Manifest
 from ..objects.repository import Repository
+from ..origin import process_alive
 from .restore import fill_new_folder
 
 __all__ = ["BlobCache", "CacheStats"]
@@ -195,13 +196,7 @@ def _is_stale(name: str, path: str) -> bool:
         pid = int(pid_part)
         if pid == os.getpid():
             return False  # one of this process's threads is at work
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, someone else's
-            return False
-        return False
+        return not process_alive(pid)
     try:
         return time.time() - os.lstat(path).st_mtime > _STALE_AFTER
     except FileNotFoundError:

@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .. import console
 from ..objects.repository import Repository
+from ..origin import process_alive
 from ..refs import CaptureSpec
 from ..storage.urls import redact_url, scheme_of
 from .blobcache import BlobCache
@@ -174,7 +175,7 @@ class UrlInputs:
             return
         for name in names:
             parts = name.split("-")
-            if name.startswith("tmp-") and len(parts) == 3 and parts[1].isdigit() and not _alive(int(parts[1])):
+            if name.startswith("tmp-") and len(parts) == 3 and parts[1].isdigit() and not process_alive(int(parts[1])):
                 shutil.rmtree(os.path.join(self.folder, name), ignore_errors=True)
 
 
@@ -202,11 +203,3 @@ def _combined(listing: list[RemoteFile]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Iterable, Optional
 
 from .. import console
@@ -150,33 +151,29 @@ def _sweep(repo: Repository, records: RecordStore, grace: float, dry_run: bool, 
     def stray(key: str) -> None:
         note(f"stray file {key} in the store is not studio's; left alone")
 
-    for digest in list(repo.iter_manifests(on_stray=stray)):
-        if digest in manifests:
-            continue
-        info = _info(repo, repo.manifest_key(digest))
+    def sweep(key: str, delete: Callable[[], None]) -> Optional[int]:
+        """Delete one unreferenced object or manifest older than the grace; its size if swept."""
+        info = _info(repo, key)
         if info is None:
-            continue
+            return None
         if info.mtime > cutoff:
             out.young += 1
-            continue
+            return None
         if not dry_run:
             mark()
-            _delete(lambda: repo.delete_manifest(digest))
-        out.manifests += 1
+            _delete(delete)
+        return info.size
+
+    for digest in list(repo.iter_manifests(on_stray=stray)):
+        if digest not in manifests and sweep(repo.manifest_key(digest), partial(repo.delete_manifest, digest)) is not None:
+            out.manifests += 1
     for digest in list(repo.iter_objects(on_stray=stray)):
         if digest in live_objects:
             continue
-        info = _info(repo, repo.object_key(digest))
-        if info is None:
-            continue
-        if info.mtime > cutoff:
-            out.young += 1
-            continue
-        if not dry_run:
-            mark()
-            _delete(lambda: repo.delete_object(digest))
-        out.objects += 1
-        out.bytes += info.size
+        size = sweep(repo.object_key(digest), partial(repo.delete_object, digest))
+        if size is not None:
+            out.objects += 1
+            out.bytes += size
     for name, members in repo.packs.packs().items():
         if any(digest in live_objects for digest in members):
             continue  # one live object keeps its whole pack (packs are never rewritten)

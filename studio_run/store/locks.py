@@ -35,6 +35,7 @@ from typing import Callable, Iterator, Optional
 
 from .. import console
 from ..errors import StoreError
+from ..origin import process_alive
 from ..storage.base import Storage
 
 __all__ = ["EXCLUSIVE", "LockInfo", "REFRESH_EVERY", "SHARED", "STALE_AFTER", "StoreBusy", "StoreLock", "hold",
@@ -233,13 +234,7 @@ def _dead_here(info: LockInfo) -> bool:
     """Whether the lock's holder was a process of this host that no longer exists."""
     if info.host != _host() or info.pid == os.getpid():
         return False
-    try:
-        os.kill(info.pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not process_alive(info.pid)
 
 
 class _Held:

@@ -20,6 +20,7 @@ import tempfile
 from typing import Iterable
 
 from ..errors import UsageError
+from ..origin import process_alive
 
 __all__ = ["TEMP_PREFIX", "check_dest", "clean_stale_temps", "place_file", "place_folder", "staging_folder"]
 
@@ -82,7 +83,7 @@ def clean_stale_temps(parent: str) -> None:
         if not name.startswith(mine):
             continue
         pid = name[len(mine):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             _rmtree(os.path.join(parent, name))
 
 
@@ -135,14 +136,6 @@ def place_folder(tmp: str, dest: str) -> str:
     return dest
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _umask() -> int:

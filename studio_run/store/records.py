@@ -14,7 +14,6 @@ Records hold no local paths as identity and no credentials.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import time
@@ -23,7 +22,7 @@ from typing import Any, Iterator, Optional, TypeVar
 
 from ..errors import IntegrityError, NotFoundError, UsageError
 from ..objects.digest import is_digest
-from ..origin import process_start_ticks
+from ..origin import process_alive, process_start_ticks
 from ..refs import check_experiment_name
 from ..storage.base import Storage
 
@@ -177,12 +176,8 @@ def effective_status(record: RunRecord, hostname: str) -> str:
     """
     if record.status != "running" or record.host != hostname or not record.pid:
         return record.status
-    try:
-        os.kill(record.pid, 0)
-    except ProcessLookupError:
+    if not process_alive(record.pid):
         return "lost"
-    except PermissionError:
-        pass
     if record.pid_started is not None:
         started = process_start_ticks(record.pid)
         if started is not None and started != record.pid_started:
