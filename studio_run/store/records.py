@@ -37,7 +37,10 @@ __all__ = [
     "new_run_id",
 ]
 
-TERMINAL = frozenset({"finished", "incomplete", "failed", "interrupted"})
+# ``queued``: submitted to a queue, not started; ``stopped``: ended by ``studio stop``;
+# ``timed-out``: ended by ``--max-duration``; ``expired``: a queued run not started within
+# ``--lifetime``. ``lost`` is never stored: ``effective_status`` derives it.
+TERMINAL = frozenset({"finished", "incomplete", "failed", "interrupted", "stopped", "timed-out", "expired"})
 _RUN_ID = re.compile(r"^\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{6}\Z")
 
 
@@ -147,6 +150,10 @@ class RunRecord:
     pending: list[str] = field(default_factory=list)
     pid: Optional[int] = None
     pid_started: Optional[int] = None  # the runner's start time (/proc/PID/stat field 22): pids are reused
+    # ``-hp NAME=RANGE`` values of this run (passed to the script as ``--NAME VALUE``).
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    queue: str = ""  # the queue it was submitted to; empty for a run started by ``studio run`` here
+    attempt: int = 1  # 2, 3, ... when a worker took over the run of a worker that died
     version: int = 0  # derived from the run's position; not stored
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,7 +197,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "started_at": (int, float), "ended_at": (int, float, type(None)), "command": (list,), "script": (str,),
     "host": (str,), "user": (str,), "python": (str,), "git_commit": (str, type(None)),
     "git_dirty": (bool, type(None)), "artifacts": (dict,), "reuses": (list,), "pending": (list,),
-    "pid": (int, type(None)),
+    "pid": (int, type(None)), "hyperparameters": (dict,), "queue": (str,), "attempt": (int,),
 }
 _ARTIFACT_TYPES: dict[str, tuple[type, ...]] = {
     "tag": (str,), "kind": (str,), "digest": (str,), "size": (int,), "files": (int,), "snapshots": (int,),
