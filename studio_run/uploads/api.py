@@ -1,4 +1,5 @@
-"""The process-wide uploader behind ``fs_tracker.upload_file``, ``link``, ``flush`` and ``init``.
+"""The process-wide uploader behind ``fs_tracker.upload_file``, ``link``, ``flush`` and ``init``
+(and ``remove``, used by the framework integrations).
 
 One ``Uploader`` per process, created on first use from whatever tells this process where files
 go, in this order:
@@ -39,7 +40,7 @@ from .uploader import Uploader
 if TYPE_CHECKING:  # types only: importing them at run time would load the store for ``import fs_tracker``
     from ..config import Config
 
-__all__ = ["NoUploadTarget", "current", "flush", "init", "link", "shutdown", "upload_file"]
+__all__ = ["NoUploadTarget", "current", "flush", "init", "link", "remove", "shutdown", "upload_file"]
 
 DestinationSpec = Union[Destination, str]
 
@@ -124,6 +125,13 @@ def upload_file(name: str, path: str, *, overwrite: bool = True) -> str:
 def link(target: str, name: str, *, overwrite: bool = True) -> str:
     """See ``fs_tracker.link``."""
     return current().link(target, name, overwrite=overwrite)
+
+
+def remove(name: str) -> list[str]:
+    """Remove an uploaded name, and the links that read as it, from this run's files (an old
+    top-k checkpoint the framework deleted); returns the names removed. For integrations: not
+    (yet) part of ``fs_tracker``."""
+    return current().remove(name)
 
 
 def flush(timeout: Optional[float] = None) -> None:

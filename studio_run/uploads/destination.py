@@ -1,4 +1,4 @@
-"""The one interface every upload destination implements: four methods and one question.
+"""The one interface every upload destination implements: five methods and one question.
 
 A destination receives files the training code handed to ``fs_tracker.upload_file`` and names
 the training code gave them. The uploader (``studio_run.uploads.uploader``) calls it from its
@@ -10,7 +10,8 @@ worker threads and keeps these promises, so that a destination stays small:
 - Calls for one name never overlap and arrive in the order the script made them, so the last
   call for a name is its latest version. Calls for different names may run at once, on
   different threads: shared state needs a lock.
-- ``link(target, name)`` comes after the ``upload_file`` (or ``link``) of ``target``.
+- ``link(target, name)`` comes after the ``upload_file`` (or ``link``) of ``target``; ``remove(name)``
+  comes after every earlier call for ``name``.
 - An exception fails that one file. ``StoreUnreachableError``, ``ConnectionError`` and
   ``TimeoutError`` are transient and retried; anything else is final and reaches the script
   at its next ``upload_file``/``flush`` and at exit. Map an SDK's errors to
@@ -63,6 +64,13 @@ class Destination(abc.ABC):
         destination: override it where the destination can point one name at another.
         """
         raise NotImplementedError(f"the {self.label} destination does not support links")
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (a file or a link), as ``rm`` would; links that read as it get their own call.
+
+        The default keeps it: a destination that keeps every version (W&B) ignores removals,
+        which only say that the script no longer needs the name (an old top-k checkpoint).
+        """
 
     def flush(self, timeout: Optional[float] = None) -> None:
         """Make everything delivered so far durable and visible; called when the queue drains."""

@@ -7,7 +7,8 @@ copied, and the rules are bookkeeping that has nothing to do with queues or dest
   uploaded or is pending;
 - a name is never both a file and a folder (``a`` and ``a/b.txt``), as no destination could
   hold both;
-- a link points at a name that exists, and links never form a cycle.
+- a link points at a name that exists, and links never form a cycle;
+- removing a name removes the links that read as it, so no link is ever left dangling.
 
 A name is *claimed* while its copy is staged, so that two threads may stage the same name at
 once and the rules hold for names not yet accepted; the uploader reports claims still open
@@ -83,6 +84,25 @@ class NameTable:
             hop = self._links[hop]
             if hop == name:
                 raise ValueError(f"linking {name!r} to {target!r} would make a cycle")
+
+    def remove(self, name: str) -> list[str]:
+        """Forget ``name`` and every link that reads as it (through other links too).
+
+        Returns the names forgotten, ``name`` first, so that each removal can be queued in its
+        own lane. Raises ``FileNotFoundError`` for a name never accepted.
+        """
+        if name not in self._kinds:
+            raise FileNotFoundError(f"cannot remove {name!r}: no file or link of that name was uploaded")
+        gone = [name]
+        for hop in gone:  # grows while it is walked: links to links go too
+            gone.extend(link for link, target in self._links.items() if target == hop and link not in gone)
+        for dead in gone:
+            del self._kinds[dead]
+            self._links.pop(dead, None)
+            parts = dead.split("/")
+            for i in range(1, len(parts)):
+                self._dirs["/".join(parts[:i])] -= 1
+        return gone
 
     def being_staged(self) -> list[str]:
         """Names with a copy under way right now."""

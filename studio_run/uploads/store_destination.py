@@ -104,6 +104,12 @@ class StoreDestination(Destination):
             self._files.pop(name, None)
             self._times[name] = time.time()
 
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._files.pop(name, None)
+            self._links.pop(name, None)
+            self._times.pop(name, None)
+
     def flush(self, timeout: Optional[float] = None) -> None:
         with self._lock:
             manifest = self.manifest()

@@ -34,13 +34,14 @@ _MAX_QUEUED = 100_000
 
 @dataclass(eq=False)
 class Version:
-    """One accepted call: a staged file (or a link) on its way to some destinations."""
+    """One accepted call: a staged file, a link or a removal on its way to some destinations."""
 
     name: str
     seq: int
     size: int
     path: Optional[str] = None  # the staged copy; None for a link
     target: Optional[str] = None  # for a link: the name it points at
+    removed: bool = False  # a removal of the name (no path, no target)
     refs: int = 0  # destinations still to deliver it to
 
 

@@ -172,6 +172,22 @@ class Uploader:
             self._queue.commit(Version(name, 0, 0, target=target), dests, supersede=self.policy == "latest")
         return name
 
+    def remove(self, name: str) -> list[str]:
+        """Queue the removal of the uploaded (or pending) ``name`` and of the links that read as
+        it; returns the names removed. ``FileNotFoundError`` for a name never uploaded."""
+        with self._cond:
+            self._check_open()
+        self._raise_failures()
+        name = expand_name(name, self.values)
+        with self._cond:
+            self._check_open()
+            gone = self._names.remove(name)
+            current = getattr(self._local, "dest", None)
+            for dead in gone:  # each in its own lane: after every earlier call for that name
+                dests = [i for i in range(len(self.destinations)) if i != current and dead in self._queue.routed[i]]
+                self._queue.commit(Version(dead, 0, 0, removed=True), dests, supersede=self.policy == "latest")
+        return gone
+
     def flush(self, timeout: Optional[float] = None) -> None:
         """Wait until everything accepted before this call is delivered and made durable.
 
@@ -314,7 +330,9 @@ class Uploader:
         try:
             for attempt in range(self.attempts):
                 try:
-                    if version.path is not None:
+                    if version.removed:
+                        dest.remove(version.name)
+                    elif version.path is not None:
                         dest.upload_file(version.name, version.path)
                     else:
                         dest.link(version.target or "", version.name)
