@@ -19,6 +19,7 @@ from .check import check
 from .maintenance import cache, gc, sync
 from .records import delete, get, list_, show
 from .run import run
+from .tb import tb
 
 __all__ = ["cli", "main"]
 
@@ -45,6 +46,7 @@ cli.add_command(gc)
 cli.add_command(sync)
 cli.add_command(cache)
 cli.add_command(check)
+cli.add_command(tb)
 
 
 cli.add_command(check)
