@@ -10,15 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.servers import (
-    FakeGCSServer,
-    MotoAuthS3Server,
-    MotoS3Server,
-    RabbitMQServer,
-    RedisServer,
-    ServerStartError,
-    SSHServer,
-)
+from tests.servers import FakeGCSServer, MotoAuthS3Server, MotoS3Server, RabbitMQServer, RedisServer, ServerStartError, SSHServer
 
 # Fake but recognisable: tests assert that the secret never shows up in a URL, repr or message.
 FAKE_AWS_SECRET = "fake-secret-for-studio-tests"

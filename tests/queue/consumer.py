@@ -46,7 +46,7 @@ def main() -> None:
         stop = threading.Event()
 
         def lease() -> None:
-            while not stop.wait(brokers.LEASE_RENEW):
+            while not stop.wait(brokers.lease_interval(app)):
                 brokers.renew_lease(app, tag)
 
         if not args.no_lease:
