@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import re
 from typing import TYPE_CHECKING, Any, Optional
-from urllib.parse import urlsplit
 
 from ..config import Config, parse_duration
 from ..errors import MissingDependencyError, StudioError, UsageError
@@ -160,13 +159,10 @@ def _transport_options(url: str, lease_timeout: float = LEASE_TIMEOUT) -> dict[s
         # SQS cannot be leased by kombu: the longest visibility (12 h) keeps a running job from being
         # handed out again for that long; the run records cover a dead worker's job sooner.
         return {"visibility_timeout": 43200, "wait_time_seconds": 10}
-    if kind in ("sqlite", "sql"):
-        # Polled: a job starts at most this long after it is queued. SQLite waits for another
-        # process's write lock instead of failing at once.
-        options: dict[str, Any] = {"polling_interval": 0.5}
-        if kind == "sqlite":
-            options["connect_args"] = {"timeout": 30}
-        return options
+    if kind == "sqlite":
+        # Everything here goes to SQLAlchemy's create_engine: SQLite waits for another process's
+        # write lock instead of failing at once. (Polled once a second: kombu's default.)
+        return {"connect_args": {"timeout": 30}}
     return {}
 
 
@@ -339,11 +335,14 @@ def _require(module: str, what: str) -> None:
 
 def _ensure_folder(url: str) -> None:
     """The embedded broker's folder exists (SQLite creates the file, not its parents)."""
-    path = urlsplit(url).path
-    if path and path != "/:memory:":
+    path = url.split("://", 1)[1]
+    path = path[1:] if path.startswith("/") else path  # sqla+sqlite:///relative, sqla+sqlite:////absolute
+    if path and path != ":memory:":
+        folder = os.path.dirname(path.split("?", 1)[0])
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(folder or ".", exist_ok=True)
         except OSError as exc:
             raise BrokerUnreachableError(
-                f"embedded broker folder {os.path.dirname(path)} cannot be created ({exc.strerror}); "
-                f"set --broker or {BROKER_ENV} to a broker URL, or fix the folder's permissions") from None
+                f"broker {display_url(url)} is not reachable: its folder {folder} cannot be created "
+                f"({exc.strerror}); fix the folder's permissions, or point --broker, {BROKER_ENV} or "
+                "queue.broker in config.yaml at another broker") from None
