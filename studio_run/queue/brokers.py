@@ -76,7 +76,7 @@ LEASE_ENV = "STUDIO_LEASE_TIMEOUT"
 # How often each live Redis worker looks for expired leases (kombu's restore sweep, unthrottled).
 RESTORE_INTERVAL = 5.0
 # Seconds a publish (connect + send, with its retries) may take before it fails.
-PUBLISH_TIMEOUT = 4.0
+PUBLISH_TIMEOUT = 3.0
 _HEARTBEAT = 30  # seconds: AMQP heartbeat, so a dead peer is noticed within a minute
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 _INSTALL = "pip install 'studio-run[queue]'"
@@ -151,7 +151,7 @@ def _transport_options(url: str, lease_timeout: float = LEASE_TIMEOUT) -> dict[s
             "unacked_restore_throttle": 1,  # sweep on every interval, not one in ten
             "socket_connect_timeout": PUBLISH_TIMEOUT,
             "socket_timeout": 30.0,  # above kombu's 1 s BRPOP wait; a hung server still fails
-            "max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
+            "max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
         }
     if kind == "amqp":
         return {"confirm_publish": True}  # the broker has the message on disk when publish returns
@@ -202,7 +202,8 @@ def celery_app(broker_url: str, *, name: str = "studio", lease_timeout: Optional
         task_default_delivery_mode="persistent",
         task_create_missing_queues=True,
         task_publish_retry=True,
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+        # Two connection attempts of PUBLISH_TIMEOUT each at most: a down broker fails the submit fast.
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
                                    "interval_max": 1},
         task_send_sent_event=False,
         worker_send_task_events=False,
