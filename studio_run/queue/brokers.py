@@ -1,8 +1,8 @@
 """Which broker carries studio's jobs, and the one place where Celery is configured.
 
 Celery and kombu do the delivery; this module pins the settings that make it safe for jobs
-that run for hours and must never be lost or run twice (measured in
-``/work/shared/QUEUE-AND-UI.md``), and nothing else in studio sets a Celery option:
+that run for hours and must never be lost or run twice (each measured with celery and kombu 5.7,
+redis-server 7 and RabbitMQ 3.10), and nothing else in studio sets a Celery option:
 
 - late acknowledgement, requeue when a worker dies, one unacknowledged job per slot;
 - JSON only: a pickle message is refused, never unpickled;
@@ -26,7 +26,7 @@ SQLite file under the studio home (``sqla+sqlite:///HOME/queue/broker.sqlite``):
 one machine, many workers. A message survives every restart, but one taken by a consumer that
 is then killed with ``-9`` stays invisible in the file forever (kombu puts unacknowledged
 messages back only on a clean close); the queue's sweep re-publishes such runs from their
-records in the store.
+records in the store. kombu never deletes a delivered row either: ``prune_embedded`` does.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ __all__ = [
     "ensure_reachable",
     "job_queue",
     "lease_interval",
+    "prune_embedded",
     "publish",
     "renew_lease",
     "resolve_broker",
@@ -297,6 +298,28 @@ def lease_interval(app: "celery.Celery") -> float:
     eighth of a shortened lease timeout (so several renewals may fail before the lease expires)."""
     timeout = (app.conf.broker_transport_options or {}).get("visibility_timeout", LEASE_TIMEOUT)
     return max(0.25, min(LEASE_RENEW, float(timeout) / 8))
+
+
+def prune_embedded(broker_url: str) -> int:
+    """Delete the rows of delivered messages from the embedded broker's SQLite file; how many.
+
+    kombu marks a delivered message invisible and never reads or deletes it again (an ack or a
+    requeue works on the consumer's in-memory copy), so the file only grows. Deleting invisible
+    rows is safe at any time, with consumers running; a worker calls this when it starts. Any
+    other broker: 0, nothing done."""
+    if broker_kind(broker_url) != "sqlite":
+        return 0
+    import sqlite3
+    from contextlib import closing
+
+    path = broker_url.split("://", 1)[1][1:]
+    if not os.path.isfile(path):
+        return 0
+    with closing(sqlite3.connect(path, timeout=30)) as db, db:
+        try:
+            return int(db.execute("DELETE FROM kombu_message WHERE visible = 0").rowcount)
+        except sqlite3.OperationalError:  # no table yet: nothing was ever queued
+            return 0
 
 
 def worker_options(queue: str, slots: int) -> dict[str, Any]:

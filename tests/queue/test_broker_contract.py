@@ -177,6 +177,11 @@ def test_the_embedded_broker_never_hands_out_a_killed_consumers_job_again(
     # FIFO: "taken" would be handed out before "later" if the broker had put it back.
     consumers.wait("the later job to run", lambda: consumers.events("done", "later") != [])
     assert consumers.events("start", "taken") == [first.pid]
+    # kombu keeps both delivered rows forever; pruning them is safe while consumers run.
+    assert brokers.prune_embedded(broker.url) == 2
+    assert brokers.prune_embedded(broker.url) == 0
+    brokers.publish(app, queue, TASK, {"id": "after-prune"})
+    consumers.wait("a job queued after pruning to run", lambda: consumers.events("done", "after-prune") != [])
 
 
 def test_a_busy_slot_is_not_handed_a_second_job(broker: Broker, queue: str, consumers: Consumers) -> None:
