@@ -97,7 +97,7 @@ def resolve_broker(option: Optional[str], config: Config, home: str) -> str:
     embedded default under ``home``. A value without ``scheme://`` is refused (a bare path or
     host name would be guessed at, and a guess sends jobs nowhere)."""
     for value, what in ((option, "--broker"), (os.environ.get(BROKER_ENV), BROKER_ENV),
-                        (getattr(config, "broker", None), f"{config.source}: queue.broker")):
+                        (config.broker, f"{config.source}: queue.broker")):
         if value:
             if "://" not in value:
                 shown = "...@" + value.rsplit("@", 1)[1] if "@" in value else value  # no password shown
