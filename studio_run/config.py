@@ -67,6 +67,8 @@ class Config:
     verbose: Optional[str] = None
     # StudioML's ``queue``: the default queue of the job-queue commands.
     queue: Optional[str] = None
+    # ``queue: {name: NAME, broker: URL}``: the job queue's broker (``queue.broker``).
+    broker: Optional[str] = None
     # One line per config key that is accepted but not used (printed once by the CLI).
     warnings: tuple[str, ...] = ()
 
@@ -161,6 +163,7 @@ def load_config(
         data = _expand(_read_yaml(path), path, "", env)
         source = path
     base = os.path.dirname(path)
+    data, broker = _queue_settings(data, path)
     studioml = translate_studioml(data, path)
     unknown = sorted(set(data) - STUDIO_KEYS - studioml.accepted)
     if unknown:
@@ -199,8 +202,23 @@ def load_config(
         experiment_lifetime=studioml.experiment_lifetime,
         verbose=studioml.verbose,
         queue=studioml.queue,
+        broker=broker,
         warnings=studioml.warnings,
     )
+
+
+def _queue_settings(data: dict[str, Any], path: str) -> tuple[dict[str, Any], Optional[str]]:
+    """``queue:`` is StudioML's queue name, or a mapping ``{name: NAME, broker: URL}``."""
+    spec = data.get("queue")
+    if not isinstance(spec, dict):
+        return data, None
+    for key in spec:
+        if key not in ("name", "broker"):
+            raise ConfigError(_unknown(path, "key", f"queue.{key}", frozenset({"queue.name", "queue.broker"})))
+    broker = spec.get("broker")
+    if broker is not None and not isinstance(broker, str):
+        raise ConfigError(f"{path}: queue.broker must be a broker URL, not {broker!r}")
+    return {**data, "queue": spec.get("name")}, broker or None
 
 
 def _unknown(path: str, what: str, name: str, known: frozenset[str], near: frozenset[str] = frozenset()) -> str:
