@@ -29,7 +29,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from ..errors import NotFoundError, StoreError, UsageError
 from .records import TERMINAL, DamagedRecordError, RunRecord, effective_status
@@ -325,9 +325,10 @@ def _row(record: RunRecord) -> tuple[Any, ...]:
             json.dumps(record.hyperparameters, sort_keys=True, default=str))
 
 
-def _run_row(row: Iterable[Any]) -> RunRow:
-    *head, hyper = row
-    return RunRow(*head, hyperparameters=json.loads(hyper))
+def _run_row(row: tuple[Any, ...]) -> RunRow:
+    experiment, run_id, version, status, exit_code, started, ended, duration, host, artifacts, hyper = row
+    return RunRow(experiment, run_id, version, status, exit_code, started, ended, duration, host, artifacts,
+                  json.loads(hyper))
 
 
 def _filters(experiment: str, status: str, host: str, hyper: Mapping[str, str]) -> tuple[str, list[Any]]:
