@@ -41,8 +41,8 @@ from .placing import check_dest, place_file, staging_folder
 from .records import RunRecord
 from .store import Store
 
-__all__ = ["GZIP_LEVEL", "TreeEntry", "artifact_manifest", "find_entry", "iter_file", "iter_ref_tar", "iter_tar",
-           "list_tree",
+__all__ = ["GZIP_LEVEL", "TreeEntry", "find_entry", "iter_file", "iter_ref_tar", "iter_tar", "list_tree",
+           "run_artifact_manifest",
            "save_tar", "tar_kind"]
 
 #: The default gzip level of ``iter_tar`` (see the module docstring for why 1).
@@ -75,7 +75,7 @@ class TreeEntry:
     files: int = 1
 
 
-def artifact_manifest(store: Store, record: RunRecord, tag: str) -> Manifest:
+def run_artifact_manifest(store: Store, record: RunRecord, tag: str) -> Manifest:
     """The manifest of ``record``'s artifact ``tag`` (with file times when recorded), verified."""
     art = record.artifacts.get(tag)
     if art is None or not art.digest:
@@ -99,7 +99,7 @@ def find_entry(store: Store, record: RunRecord, tag: str, path: str) -> Entry:
     ``NotFoundError`` for unknown names, folders, links leading nowhere, and unsafe paths.
     """
     path = _safe_path(path)
-    entries = {e.path: e for e in artifact_manifest(store, record, tag).entries}
+    entries = {e.path: e for e in run_artifact_manifest(store, record, tag).entries}
     current: Optional[Entry] = entries.get(path)
     for _hop in range(len(entries)):
         if current is None or current.type != LINK:
@@ -120,7 +120,7 @@ def iter_file(store: Store, record: RunRecord, tag: str, path: str) -> Iterator[
     are read as the iterator is consumed.
     """
     entry = find_entry(store, record, tag, path)
-    return _entry_bytes(store.repo, entry)
+    return _prefetched(store.repo, list(_objects(entry)))
 
 
 def _objects(entry: Entry) -> tuple[tuple[str, int], ...]:
@@ -137,18 +137,13 @@ def _read(repo: Repository, digest: str, size: int) -> bytes:
     return data
 
 
-def _entry_bytes(repo: Repository, entry: Entry) -> Iterator[bytes]:
-    for digest, size in _objects(entry):
-        yield _read(repo, digest, size)
-
-
 def list_tree(store: Store, record: RunRecord, tag: str, prefix: str = "") -> list[TreeEntry]:
     """What the folder ``prefix`` (``""``: the artifact's top) holds, folders first, then by name.
 
     A folder's size and file count add up everything below it. ``NotFoundError`` when
     ``prefix`` is no folder of the artifact.
     """
-    manifest = artifact_manifest(store, record, tag)
+    manifest = run_artifact_manifest(store, record, tag)
     prefix = _safe_path(prefix.rstrip("/"), "folder") if prefix else ""
     entries = list_files(manifest, prefix or None)
     if prefix and all(e.path == prefix for e in entries):
@@ -190,7 +185,7 @@ def iter_tar(
     """
     if gzip_level is not None and not (isinstance(gzip_level, int) and 0 <= gzip_level <= 9):
         raise UsageError(f"gzip level {gzip_level!r} is not 0 to 9")
-    manifest = artifact_manifest(store, record, tag)
+    manifest = run_artifact_manifest(store, record, tag)
     entries = list_files(manifest, _safe_path(path.rstrip("/"), "file or folder") if path else None)
     fallback = int(record.ended_at or record.started_at or 0)
     pieces = _padded(_tar_pieces(store.repo, entries, fallback))
