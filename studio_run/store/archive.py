@@ -42,8 +42,7 @@ from .records import RunRecord
 from .store import Store
 
 __all__ = ["GZIP_LEVEL", "TreeEntry", "find_entry", "iter_file", "iter_ref_tar", "iter_tar", "list_tree",
-           "run_artifact_manifest",
-           "save_tar", "tar_kind"]
+           "run_artifact_manifest", "save_tar", "tar_kind"]
 
 #: The default gzip level of ``iter_tar`` (see the module docstring for why 1).
 GZIP_LEVEL = 1
@@ -52,7 +51,7 @@ _RECORD = tarfile.RECORDSIZE
 _PIECE = 256 << 10  # small pieces (headers, small files) are gathered into yields of about this size
 _AHEAD = 4  # objects read and verified ahead of the one being written (overlaps store reads)
 _EMPTY = hash_bytes(b"")
-_TAR_SUFFIXES = ((".tar.gz", 6), (".tgz", 6), (".tar", None))
+_TAR_SUFFIXES = ((".tar.gz", True), (".tgz", True), (".tar", False))  # --tar OUT: gzipped or not
 _GZ_BLOCK = 1 << 20  # input compressed per task
 _WINDOW = 32 << 10  # deflate's window: what a block is primed with from the one before
 _SAMPLE = 32 << 10  # what is tried first to tell whether a block compresses at all
@@ -264,14 +263,20 @@ def _prefetched(repo: Repository, objects: list[tuple[str, int]]) -> Generator[b
 
 
 def _gathered(pieces: Iterator[bytes]) -> Iterator[bytes]:
-    """Pieces joined into yields of at least ``_PIECE`` bytes (large ones pass through whole)."""
+    """Small pieces joined into yields of at least ``_PIECE`` bytes; large ones pass through whole."""
     held: list[bytes] = []
     size = 0
     for piece in pieces:
+        if len(piece) >= _PIECE:
+            if held:
+                yield b"".join(held)
+                held, size = [], 0
+            yield piece
+            continue
         held.append(piece)
         size += len(piece)
         if size >= _PIECE:
-            yield b"".join(held) if len(held) > 1 else held[0]
+            yield b"".join(held)
             held, size = [], 0
     if held:
         yield b"".join(held)
@@ -352,9 +357,9 @@ def tar_kind(out: str) -> Optional[int]:
     """The gzip level a ``--tar OUT`` name asks for (``None``: plain tar); ``UsageError`` if unknown."""
     if out == "-":
         return GZIP_LEVEL
-    for suffix, level in _TAR_SUFFIXES:
+    for suffix, gzipped in _TAR_SUFFIXES:
         if out.lower().endswith(suffix):
-            return GZIP_LEVEL if level is not None else None
+            return GZIP_LEVEL if gzipped else None
     raise UsageError(f"--tar {out}: name a file ending in .tar.gz, .tgz or .tar (or - for a tar.gz on stdout)")
 
 
