@@ -35,6 +35,11 @@ def _no_sweeps_yet(ctx: click.Context, param: click.Parameter, value: tuple[str,
 @click.option("--capture-interval", metavar="DURATION", help="Override capture_interval (e.g. 10s, 2m).")
 @click.option("-hp", "--hyperparam", "hyperparam", multiple=True, hidden=True, expose_value=False,
               callback=_no_sweeps_yet)
+@click.option("--queue", "queue", metavar="NAME", help="Queue the run for `studio worker --queue NAME`; returns at once.")
+@click.option("--broker", metavar="URL", help="With --queue: broker URL (default STUDIO_BROKER, queue.broker, embedded).")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="With --queue: how many times a run whose worker died is taken over.")
+@click.option("--lifetime", metavar="DURATION", help="With --queue: drop the job if not started within DURATION.")
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -47,6 +52,10 @@ def run(
     module: bool,
     store: Optional[str],
     capture_interval: Optional[str],
+    queue: Optional[str],
+    broker: Optional[str],
+    retries: int,
+    lifetime: Optional[str],
     script: str,
     script_args: tuple[str, ...],
 ) -> int:
@@ -72,4 +81,9 @@ def run(
         captures_once=capture_once,
         reuses=reuse,
     )
+    if queue:
+        from ..queue.submit import submit
+
+        life = parse_duration(lifetime, "--lifetime") if lifetime else None
+        return submit(config, request, queue=queue, broker=broker, retries=retries, lifetime=life)
     return run_experiment(config, request)
