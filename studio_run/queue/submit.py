@@ -27,16 +27,17 @@ from urllib.parse import urlsplit
 from .. import console
 from ..config import Config
 from ..errors import StoreError, StudioError, UsageError
+from ..hyperparams import describe
 from ..redact import redact_args
-from ..runner.prepare import check_request, prepare
+from ..runner.prepare import check_request, generated_name, prepare
 from ..runner.request import RunRequest
 from ..store.open import open_store
-from ..store.records import RunRecord
+from ..store.records import RunRecord, new_run_id
 from ..store.store import Store
 from .brokers import broker_kind, celery_app, check_queue_name, display_url, ensure_reachable, publish, resolve_broker
 from .jobs import TASK_NAME, Job, index_key
 
-__all__ = ["broker_is_local", "portable_request", "submit", "with_hyperparameters"]
+__all__ = ["broker_is_local", "portable_request", "submit"]
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", ""}
 
@@ -48,10 +49,10 @@ def submit(
     queue: str,
     broker: Optional[str] = None,
     retries: int = 2,
-    lifetime: Optional[float] = None,
     points: Optional[list[dict[str, Any]]] = None,
 ) -> int:
-    """Queue one run (or one per hyper-parameter point) on ``queue``; returns the exit code."""
+    """Queue one run (or one per hyper-parameter point, all of one experiment) on ``queue``;
+    returns the exit code. ``request.lifetime`` bounds how long a job may wait to start."""
     check_request(request)
     check_queue_name(queue)
     request = portable_request(request)
@@ -69,20 +70,20 @@ def submit(
         if store.is_remote:
             store.connect()  # workers must find the inputs: a store that does not answer fails now
         app = celery_app(url)
+        if points:
+            request = replace(request, experiment=request.experiment or generated_name(new_run_id()))
         for point in points or [{}]:
-            _submit_one(config, store, app, with_hyperparameters(request, point), queue, retries, lifetime, point)
+            _submit_one(config, store, app, request.with_point(point) if point else request, queue, retries)
     finally:
         store.close()
     return 0
 
 
-def _submit_one(
-    config: Config, store: Store, app: Any, request: RunRequest, queue: str, retries: int,
-    lifetime: Optional[float], point: dict[str, Any],
-) -> None:
+def _submit_one(config: Config, store: Store, app: Any, request: RunRequest, queue: str, retries: int) -> None:
     prepared = prepare(config, store, request, publish=False)
     record = prepared.record
-    record.status, record.queue, record.hyperparameters = "queued", queue, dict(point)
+    point = dict(request.hyperparameters)
+    record.status, record.queue, record.hyperparameters = "queued", queue, point
     record.pid = record.pid_started = None  # nothing runs it yet: never shown as lost
     try:
         store.publish(record)
@@ -98,7 +99,7 @@ def _submit_one(
         experiment=record.experiment, run_id=record.run_id, queue=queue, store=store.url,
         request=request.to_dict(), inputs={t: a.restore_digest for t, a in record.artifacts.items()},
         hyperparameters=dict(point), retries=retries, submitted_at=now,
-        expires_at=None if lifetime is None else now + lifetime,
+        expires_at=None if request.lifetime is None else now + request.lifetime,
     )
     key = index_key(queue, record.experiment, record.run_id)
     store.storage.write_bytes(key, job.encode())
@@ -112,7 +113,7 @@ def _submit_one(
                           f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); nothing was queued") from None
     ids = store.records.run_ids(record.experiment)
     version = ids.index(record.run_id) + 1 if record.run_id in ids else len(ids)
-    values = " ".join(f"{k}={v}" for k, v in point.items())
+    values = describe(point) if point else ""
     sys.stdout.write(f"{record.experiment} v{version} run {record.run_id} queued on {queue}"
                      f"{' (' + values + ')' if values else ''}\n")
     sys.stdout.flush()
@@ -146,13 +147,6 @@ def portable_request(request: RunRequest) -> RunRequest:
                          "folder travels to a worker: run studio from a folder that holds the script")
     return replace(request, script=rel)
 
-
-def with_hyperparameters(request: RunRequest, point: dict[str, Any]) -> RunRequest:
-    """``request`` with one grid point's values appended as ``--NAME VALUE`` arguments."""
-    extra: list[str] = []
-    for name, value in point.items():
-        extra += [f"--{name}", str(value)]
-    return replace(request, args=tuple(request.args) + tuple(extra)) if extra else request
 
 
 def broker_is_local(url: str) -> bool:
