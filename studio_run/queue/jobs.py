@@ -25,8 +25,8 @@ from typing import Any, Mapping, Optional
 
 __all__ = [
     "FORMAT",
-    "TASK_NAME",
     "Job",
+    "TASK_NAME",
     "claims_prefix",
     "index_key",
     "index_prefix",

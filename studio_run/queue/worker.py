@@ -196,8 +196,10 @@ class Worker:
             _ack(message)
 
     def _handle(self, store: Store, slot: int, gpus: Optional[str], job: Job, message: Any) -> None:
-        attempt, record = decide(store, job, self.id)
+        decision = decide(store, job, self.id)
+        attempt, record = decision.attempt, decision.record
         if not attempt or record is None:
+            console.info(f"slot {slot}: {job.name}: {decision.why}; delivery dropped")
             return
         self.current[slot] = _Current(job.experiment, job.run_id, attempt)
         console.info(f"slot {slot}: {job.name} attempt {attempt} starting")

@@ -1,0 +1,341 @@
+"""The job queue end to end on Redis: a submitting machine and workers with their own HOMEs,
+sharing an S3 store (moto), every one a separate process.
+
+Guarantees checked: the seed scenario through a worker; a worker killed with -9 (its process
+group, or its main process alone) -> the run finishes once on another worker from its last
+capture, attempt 2, attempt 1 lost, no orphan script; a job whose broker lease runs out while it
+runs is not started again; studio stop of queued and running jobs; --lifetime; a 6-point grid
+over two workers; and no credential in Redis, the store, or any log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import boto3
+import pytest
+
+from tests.conftest import FAKE_AWS_ENV, FAKE_AWS_SECRET
+from tests.helpers import write_script
+from tests.queue.machines import Machine, new_store_url, orphans, wait_for
+
+pytestmark = pytest.mark.servers
+
+
+class World:
+    def __init__(self, root: Path, store_url: str, endpoint: str, broker: str) -> None:
+        self.store_url, self.endpoint, self.broker = store_url, endpoint, broker
+        self.a = Machine(root, "laptop", store_url, endpoint, broker)
+        self.b = Machine(root, "gpu-box-1", store_url, endpoint, broker)
+        self.c = Machine(root, "gpu-box-2", store_url, endpoint, broker)
+        self.project = os.path.join(self.a.home, "project")
+        os.makedirs(self.project)
+        self._s3 = None
+
+    def s3(self):  # type: ignore[no-untyped-def]
+        if self._s3 is None:
+            self._s3 = self._client()
+        return self._s3
+
+    def _client(self):  # type: ignore[no-untyped-def]
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=FAKE_AWS_SECRET)
+
+    def bucket(self) -> tuple[str, str]:
+        bucket, prefix = self.store_url[len("s3://"):].split("/", 1)
+        return bucket, prefix
+
+    def store_keys(self) -> list[str]:
+        return self.store_keys_under(self.bucket()[1] + "/")
+
+    def store_bytes(self, key: str) -> bytes:
+        bucket, _ = self.bucket()
+        return self.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def runs(self, experiment: str) -> list[dict]:
+        """The experiment's records straight from the bucket, newest first, with versions (cheap
+        enough to poll: no studio process per look)."""
+        _, prefix = self.bucket()
+        base = f"{prefix}/experiments/{experiment}/"
+        ids = sorted(k[len(base):-5] for k in self.store_keys_under(base)
+                     if k.endswith(".json") and not k.endswith(".env.json"))
+        runs = []
+        for version, run_id in enumerate(ids, 1):
+            record = json.loads(self.store_bytes(f"{base}{run_id}.json"))
+            record["version"] = version
+            runs.append(record)
+        return runs[::-1]
+
+    def store_keys_under(self, prefix: str) -> list[str]:
+        bucket, _ = self.bucket()
+        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def stop_all(self) -> None:
+        for machine in (self.a, self.b, self.c):
+            machine.stop_workers()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, s3_server, redis_server) -> Iterator[World]:
+    w = World(tmp_path_factory.mktemp("queue-world"), new_store_url(), s3_server.endpoint, redis_server.url)
+    try:
+        yield w
+    finally:
+        w.stop_all()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"q-{uuid.uuid4().hex[:8]}"
+
+
+def _status(world: World, experiment: str, wanted: str) -> bool:
+    runs = world.runs(experiment)
+    return bool(runs) and runs[0]["status"] == wanted
+
+
+def test_seed_scenario_trains_on_a_worker_and_the_laptop_reuses_its_weights(world: World, queue_name: str) -> None:
+    write_script(world.project, "train.py", (
+        "import os, sys, fs_tracker\n"
+        "w = fs_tracker.get_artifact('weights')\n"
+        "open(os.path.join(w, 'model.txt'), 'w').write('trained lr=' + sys.argv[2] + ' in ' + os.environ['HOME'])\n"
+    ))
+    write_script(world.project, "check.py", (
+        "import os, fs_tracker\n"
+        "print(open(os.path.join(fs_tracker.get_artifact('w'), 'model.txt')).read())\n"
+    ))
+    worker = world.b.worker(queue_name)
+    queued = world.a.studio("run", "--queue", queue_name, "--capture=weights:weights", "-e", "linreg",
+                            "train.py", "--lr", "0.1", cwd=world.project)
+    assert queued.returncode == 0, queued.stderr
+    assert re.search(r"^linreg v1 run \S+ queued on " + queue_name, queued.stdout, re.M), queued.stdout
+    assert world.runs("linreg")[0]["status"] in ("queued", "running", "finished")
+    wait_for(lambda: _status(world, "linreg", "finished"), "the queued run to finish on the worker")
+    record = world.runs("linreg")[0]
+    assert record["queue"] == queue_name and record["attempt"] == 1 and record["exit_code"] == 0
+    assert record["command"][-2:] == ["--lr", "0.1"]
+
+    reused = world.a.studio("run", "--reuse=linreg/weights:w", "check.py", cwd=world.project)
+    assert reused.returncode == 0, reused.stderr
+    assert f"trained lr=0.1 in {world.b.home}" in reused.stdout
+    assert worker.terminate() == 0
+    assert "attempt 1 finished" in worker.output
+
+
+RESUME = (
+    "import os, sys, time, fs_tracker\n"
+    "path = os.path.join(fs_tracker.get_artifact('ckpt'), 'step')\n"
+    "step = int(open(path).read()) if os.path.exists(path) else 0\n"
+    "print('resumed from', step, flush=True)\n"
+    "while step < 120:\n"
+    "    step += 1\n"
+    "    open(path + '.tmp', 'w').write(str(step))\n"
+    "    os.replace(path + '.tmp', path)\n"
+    "    time.sleep(0.1)\n"
+    "print('done at', step, flush=True)\n"
+)
+
+
+@pytest.mark.parametrize("victim", ["group", "main process"])
+def test_a_worker_killed_mid_run_is_taken_over_once_from_its_last_capture(
+        world: World, queue_name: str, victim: str) -> None:
+    script = f"resume_{uuid.uuid4().hex[:8]}.py"
+    write_script(world.project, script, RESUME)
+    experiment = f"resume-{queue_name}"
+    first = world.b.worker(queue_name)
+    queued = world.a.studio("run", "--queue", queue_name, "--capture=ckpt:ckpt", "-e", experiment, script,
+                            cwd=world.project)
+    assert queued.returncode == 0, queued.stderr
+
+    def captured_progress() -> bool:
+        runs = world.runs(experiment)
+        ckpt = runs[0]["artifacts"].get("ckpt") if runs else None
+        return bool(runs) and runs[0]["status"] == "running" and bool(ckpt) and ckpt["snapshots"] >= 2
+
+    wait_for(captured_progress, "a periodic capture of the checkpoint on the first worker")
+    assert orphans(script), "the script should be running on the first worker"
+    if victim == "group":
+        os.killpg(first.proc.pid, signal.SIGKILL)
+    else:
+        os.kill(first.proc.pid, signal.SIGKILL)
+    first.proc.wait(30)
+    wait_for(lambda: not orphans(script), "the killed worker's script to be gone (no orphan)")
+    second = world.c.worker(queue_name)
+    wait_for(lambda: _status(world, experiment, "finished"), "the run to finish on the other worker")
+
+    record = world.runs(experiment)[0]
+    assert record["attempt"] == 2
+    bucket, prefix = world.bucket()
+    claims = f"{prefix}/claims/{experiment}/{record['run_id']}/"
+    assert json.loads(world.store_bytes(claims + "1.end"))["end"] == "lost"
+    log = world.a.studio("logs", experiment)
+    assert log.returncode == 0, log.stderr
+    resumed = [int(n) for n in re.findall(r"resumed from (\d+)", log.stdout)]
+    assert resumed[0] == 0 and len(resumed) == 2 and resumed[1] > 0, log.stdout
+    assert log.stdout.count("done at 120") == 1
+    assert f"{experiment}--{record['run_id']} attempt 2 finished" in second.output
+    assert not orphans(script)
+    second.kill()
+
+
+def test_a_job_whose_broker_lease_runs_out_while_it_runs_is_not_started_again(
+        world: World, queue_name: str, redis_server) -> None:
+    import redis
+
+    script = f"long_{uuid.uuid4().hex[:8]}.py"
+    write_script(world.project, script, (
+        "import os, time\n"
+        "print('started', flush=True)\n"
+        "while not os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'release')):\n"
+        "    time.sleep(0.1)\n"
+        "print('ended', flush=True)\n"
+    ))
+    experiment = f"long-{queue_name}"
+    holder = world.b.worker(queue_name)
+    queued = world.a.studio("run", "--queue", queue_name, "-e", experiment, script, cwd=world.project)
+    assert queued.returncode == 0, queued.stderr
+    wait_for(lambda: _status(world, experiment, "running"), "the long job to start")
+    other = world.c.worker(queue_name)
+    other.wait_ready()
+    client = redis.Redis.from_url(redis_server.url)
+
+    def lease_expired_and_redelivery_dropped() -> bool:
+        # What a broker timeout shorter than the job looks like: the unacknowledged delivery is
+        # older than the visibility timeout, so kombu hands it out again to the idle worker.
+        members = client.zrange("unacked_index", 0, -1)
+        if members:
+            client.zadd("unacked_index", {m: 1 for m in members}, xx=True)
+        return "running elsewhere" in other.output
+
+    wait_for(lease_expired_and_redelivery_dropped, "the redelivered job to be dropped by the idle worker")
+    record = world.runs(experiment)[0]
+    workspace = os.path.join(world.b.home, ".studioml", "worker", experiment, record["run_id"], "workspace")
+    Path(workspace, "release").write_text("")
+    wait_for(lambda: _status(world, experiment, "finished"), "the long job to finish")
+    log = world.a.studio("logs", experiment).stdout
+    assert log.count("started") == 1 and log.count("ended") == 1, log
+    assert world.runs(experiment)[0]["attempt"] == 1
+    assert "attempt 1 starting" not in other.output
+    holder.kill()
+    other.kill()
+
+
+def test_studio_stop_of_a_queued_job_and_of_a_job_on_a_worker(world: World, queue_name: str) -> None:
+    script = f"forever_{uuid.uuid4().hex[:8]}.py"
+    write_script(world.project, script, (
+        "import os, time, fs_tracker\n"
+        "open(os.path.join(fs_tracker.get_artifact('out'), 'alive'), 'w').write('yes')\n"
+        "print('looping', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.1)\n"
+    ))
+    waiting = f"stopq-{queue_name}"
+    assert world.a.studio("run", "--queue", queue_name, "-e", waiting, "--capture=out:out", script,
+                          cwd=world.project).returncode == 0
+    stopped = world.a.studio("stop", waiting)
+    assert stopped.returncode == 0, stopped.stderr
+    assert world.runs(waiting)[0]["status"] == "stopped"
+
+    worker = world.b.worker(queue_name)
+    running = f"stopw-{queue_name}"
+    assert world.a.studio("run", "--queue", queue_name, "-e", running, "--capture=out:out", script,
+                          cwd=world.project).returncode == 0
+    wait_for(lambda: _status(world, running, "running") and orphans(script), "the job to run on the worker")
+    stop = world.a.studio("stop", running)
+    assert stop.returncode == 0, stop.stderr
+    wait_for(lambda: _status(world, running, "stopped"), "the worker's run to be stopped")
+    wait_for(lambda: not orphans(script), "the stopped script to be gone")
+    record = world.runs(running)[0]
+    assert record["artifacts"]["out"]["files"] == 1  # the final capture kept what it wrote
+    assert world.runs(waiting)[0]["status"] == "stopped"  # the worker never started it
+    assert f"{waiting}--" not in worker.output or "starting" not in worker.output.split(f"{waiting}--")[1][:80]
+    queue_view = world.a.studio("queue", queue_name)
+    wait_for(lambda: "no queued or running jobs" in world.a.studio("queue", queue_name).stdout,
+             "the stopped jobs to leave the queue")
+    assert queue_view.returncode == 0
+    worker.kill()
+
+
+def test_a_job_not_started_within_its_lifetime_expires(world: World, queue_name: str) -> None:
+    write_script(world.project, "quick.py", "print('ran')\n")
+    experiment = f"life-{queue_name}"
+    queued = world.a.studio("run", "--queue", queue_name, "--lifetime", "1s", "-e", experiment, "quick.py",
+                            cwd=world.project)
+    assert queued.returncode == 0, queued.stderr
+    submitted = time.time()
+    wait_for(lambda: time.time() > submitted + 1.5, "the job's lifetime to pass")
+    worker = world.b.worker(queue_name)
+    wait_for(lambda: _status(world, experiment, "expired"), "the job to expire")
+    assert "output" not in world.runs(experiment)[0]["artifacts"]  # the script never ran
+    worker.kill()
+
+
+def test_a_six_point_grid_over_two_workers_gives_six_finished_runs_with_their_arguments(
+        world: World, queue_name: str) -> None:
+    write_script(world.project, "grid.py", (
+        "import sys, fs_tracker\n"
+        "print('args', sys.argv[1:], 'hp', sorted(fs_tracker.get_hyperparameters().items()))\n"
+    ))
+    experiment = f"grid-{queue_name}"
+    workers = [world.b.worker(queue_name), world.c.worker(queue_name)]
+    queued = world.a.studio("run", "--queue", queue_name, "-hp", "lr=0.1,0.01,0.001", "-hp", "layers=2:3",
+                            "-e", experiment, "grid.py", cwd=world.project)
+    assert queued.returncode == 0, queued.stderr
+    assert len(re.findall(r"queued on " + queue_name, queued.stdout)) == 6
+    wait_for(lambda: [r["status"] for r in world.runs(experiment)] == ["finished"] * 6, "six finished runs")
+    seen = set()
+    for run in world.runs(experiment):
+        hp = run["hyperparameters"]
+        assert run["command"][-4:] == ["--lr", str(hp["lr"]), "--layers", str(hp["layers"])]
+        seen.add((hp["lr"], hp["layers"]))
+        log = world.a.studio("logs", f"{experiment}@{run['version']}").stdout
+        assert f"'--lr', '{hp['lr']}', '--layers', '{hp['layers']}'" in log
+    assert seen == {(lr, layers) for lr in (0.1, 0.01, 0.001) for layers in (2, 3)}
+    for worker in workers:
+        worker.kill()
+
+
+def test_no_credential_in_redis_the_store_or_any_log(world: World, redis_server) -> None:
+    """Runs last in this module: everything the tests above left behind is scanned."""
+    import redis
+
+    secret = FAKE_AWS_SECRET.encode()
+    client = redis.Redis.from_url(redis_server.url)
+    scanned = 0
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            values = [client.get(key) or b""]
+        elif kind == b"list":
+            values = client.lrange(key, 0, -1)
+        elif kind == b"hash":
+            values = list(client.hgetall(key).values())
+        elif kind == b"zset":
+            values = client.zrange(key, 0, -1)
+        elif kind == b"set":
+            values = list(client.smembers(key))
+        else:
+            values = []
+        for value in [key] + values:
+            scanned += 1
+            assert secret not in value, f"redis key {key!r} holds the secret"
+    keys = world.store_keys()
+    assert any("/queue/" in k or "/claims/" in k for k in keys)
+    for key in keys:
+        if "/objects/" in key or "/packs/" in key:
+            continue  # content captured from the scripts' folders (no secret was ever in them)
+        assert secret not in world.store_bytes(key), f"{key} holds the secret"
+    for machine in (world.a, world.b, world.c):
+        for path in Path(machine.home).rglob("*"):
+            if path.is_file() and (path.suffix in (".log", ".json") or "worker" in path.name):
+                assert secret not in path.read_bytes(), f"{path} holds the secret"
+    assert scanned > 0
