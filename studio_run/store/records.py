@@ -411,5 +411,5 @@ class RecordStore:
         if not keys:
             raise NotFoundError(f"no experiment named {experiment!r}")
         self.storage.delete_many(keys)
-        return sum(1 for k in keys if not k.endswith(".env.json"))
+        return sum(1 for k in keys if k.endswith(".json") and not k.endswith(".env.json"))  # not .stop requests
 
