@@ -10,7 +10,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.servers import FakeGCSServer, MotoAuthS3Server, MotoS3Server, RedisServer, ServerStartError, SSHServer
+from tests.servers import FakeGCSServer, MotoAuthS3Server, MotoS3Server, RabbitMQServer, RedisServer, ServerStartError, SSHServer
 
 # Fake but recognisable: tests assert that the secret never shows up in a URL, repr or message.
 FAKE_AWS_SECRET = "fake-secret-for-studio-tests"
@@ -82,5 +82,19 @@ def sftp_server(tmp_path_factory) -> Iterator[SSHServer]:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
-    """redis-server on 127.0.0.1 without persistence; ``.url`` is ``redis://127.0.0.1:PORT/0``."""
-    yield from _serve(RedisServer(tmp_path_factory.mktemp("redis")))
+    """redis-server on 127.0.0.1 with an append-only file (jobs survive ``kill9()`` + ``start()``);
+    ``.url`` is ``redis://127.0.0.1:PORT/0``."""
+    yield from _serve(RedisServer(tmp_path_factory.mktemp("redis"), durable=True))
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server(tmp_path_factory) -> Iterator[RabbitMQServer]:
+    """One user-level RabbitMQ node for the session (it takes 5-25 s to start); ``.url`` is
+    ``amqp://guest:guest@127.0.0.1:PORT//``; ``kill9()`` + ``start()`` restart it with its queues.
+    Stopped by its PID at the end, then its epmd (``epmd -port EP -kill``)."""
+    server = RabbitMQServer(tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        _start(server)
+        yield server
+    finally:
+        server.close()

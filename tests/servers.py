@@ -1,4 +1,4 @@
-"""Real servers on loopback for the storage tests: moto (S3), fake-gcs-server, OpenSSH sshd, redis.
+"""Real servers on loopback for the tests: moto (S3), fake-gcs-server, OpenSSH sshd, redis, RabbitMQ.
 
 Each server binds 127.0.0.1 on a free port, is started by the test session itself and stopped
 by its own handle (the PID of the process we spawned, or moto's in-process thread), so a run
@@ -26,6 +26,8 @@ __all__ = [
     "FakeGCSServer",
     "MotoAuthS3Server",
     "MotoS3Server",
+    "RABBITMQ_SECRET",
+    "RabbitMQServer",
     "RedisServer",
     "SSHServer",
     "ServerStartError",
@@ -33,6 +35,7 @@ __all__ = [
 ]
 
 READY_TIMEOUT = 15.0
+RABBITMQ_SECRET = "rabbit-secret-for-studio-tests"  # the test node's password: never in a message
 
 
 class ServerStartError(RuntimeError):
@@ -57,18 +60,23 @@ def _http_ok(url: str, method: str = "GET") -> bool:
 class _Process:
     """A child process with its log file; stopped by its own PID, SIGTERM then SIGKILL."""
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 new_session: bool = False) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
         self.env = env
+        # A server that forks its real process (RabbitMQ's script runs the Erlang VM as a child) gets
+        # its own session, so that kill9() reaches the whole tree through the group of our own PID.
+        self.new_session = new_session
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready: Callable[[], bool], timeout: float = READY_TIMEOUT) -> None:
         with open(self.log_path, "ab") as log:
             try:
                 self.proc = subprocess.Popen(
-                    self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env
+                    self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                    start_new_session=self.new_session,
                 )
             except OSError as exc:
                 raise ServerStartError(f"{self.name}: cannot run {self.argv[0]}: {exc}") from exc
@@ -99,6 +107,18 @@ class _Process:
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+    def kill9(self) -> None:
+        """SIGKILL, no chance to flush or close anything (a crash); the group too with new_session."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            if self.new_session:
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -164,6 +184,11 @@ class _ServerProcess:
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop()
+
+    def kill9(self) -> None:
+        """Crash the server (SIGKILL); ``start()`` again brings it back on the same port and data."""
+        if self._process is not None:
+            self._process.kill9()
 
 
 class MotoAuthS3Server(_ServerProcess):
@@ -320,10 +345,13 @@ class SSHServer(_ServerProcess):
 
 
 class RedisServer(_ServerProcess):
-    """``redis-server`` without persistence, for the job queue tests."""
+    """``redis-server`` for the job queue tests; with ``durable`` it keeps an append-only file
+    (``appendfsync everysec``, what the README asks of a production broker), so ``kill9()`` then
+    ``start()`` finds every job that was queued."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, durable: bool = False) -> None:
         self.workdir = workdir
+        self.durable = durable
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._process: _Process | None = None
@@ -332,9 +360,10 @@ class RedisServer(_ServerProcess):
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServerStartError("redis-server not found: apt-get install redis-server")
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if self.durable else ["--appendonly", "no"]
         argv = [
             binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-            "--save", "", "--appendonly", "no", "--logfile", str(self.workdir / "redis.log"),
+            "--save", "", *persistence, "--logfile", str(self.workdir / "redis.log"),
         ]
         self._process = _Process("redis-server", argv, self.workdir / "redis.stdout")
         self._process.start(self.ping)
@@ -348,6 +377,78 @@ class RedisServer(_ServerProcess):
         except OSError:
             return False
 
+
+class RabbitMQServer(_ServerProcess):
+    """A user-level RabbitMQ node (Debian's ``rabbitmq-server``) with everything under ``workdir``.
+
+    No system service, no plugins, loopback only (AMQP, Erlang distribution and epmd on ports of
+    its own). ``consumer_timeout`` (ms) goes into its ``rabbitmq.conf`` for tests of that timeout.
+    ``stop()`` and ``kill9()`` leave epmd running so that ``start()`` again is quick and keeps the
+    queues (same node name, same Mnesia folder); ``close()`` stops the node and then its epmd.
+    """
+
+    SCRIPT = "/usr/lib/rabbitmq/bin/rabbitmq-server"  # the real one; /usr/sbin's switches users
+    READY = 60.0  # a node starts in 4-10 s idle, much slower on a busy 2-core machine
+
+    def __init__(self, workdir: Path, consumer_timeout: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.dist_port = free_port()
+        self.epmd_port = free_port()
+        self.node = f"rabbit_test_{self.port}@localhost"
+        # The node's first boot creates this user; a password the secret scans look for.
+        self.url = f"amqp://studio:{RABBITMQ_SECRET}@127.0.0.1:{self.port}//"
+        self.consumer_timeout = consumer_timeout
+        self._process: _Process | None = None
+
+    def _env(self) -> dict[str, str]:
+        t = self.workdir
+        return dict(
+            os.environ, HOME=str(t), RABBITMQ_NODENAME=self.node, RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(self.port), RABBITMQ_DIST_PORT=str(self.dist_port),
+            ERL_EPMD_PORT=str(self.epmd_port), ERL_EPMD_ADDRESS="127.0.0.1",
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+            RABBITMQ_CONF_ENV_FILE=str(t / "rabbitmq-env.conf"), RABBITMQ_CONFIG_FILE=str(t / "rabbitmq.conf"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(t / "advanced.config"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(t / "enabled_plugins"), RABBITMQ_PLUGINS_EXPAND_DIR=str(t / "plugins"),
+            RABBITMQ_MNESIA_BASE=str(t / "mnesia"), RABBITMQ_LOG_BASE=str(t / "log"),
+            RABBITMQ_PID_FILE=str(t / "rabbit.pid"),
+        )
+
+    def start(self) -> None:
+        if not os.path.exists(self.SCRIPT):
+            raise ServerStartError("rabbitmq-server not found: apt-get install rabbitmq-server")
+        t = self.workdir
+        (t / "enabled_plugins").write_text("[].\n")
+        (t / "rabbitmq-env.conf").write_text("")
+        lines = ["log.console = false", "log.file.level = warning", "default_user = studio",
+                 f"default_pass = {RABBITMQ_SECRET}", "default_permissions.configure = .*",
+                 "default_permissions.read = .*", "default_permissions.write = .*"]
+        if self.consumer_timeout is not None:
+            lines.append(f"consumer_timeout = {self.consumer_timeout}")
+        (t / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
+        self._process = _Process("rabbitmq-server", [self.SCRIPT], t / "rabbitmq.stdout", self._env(),
+                                 new_session=True)
+        self._process.start(self.ready, timeout=self.READY)
+
+    def ready(self) -> bool:
+        """Whether the node answers the AMQP handshake (a Connection.Start method frame)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"AMQP\x00\x00\x09\x01")
+                return s.recv(1) == b"\x01"
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        """Stop the node, then its epmd (Erlang's port mapper outlives the node)."""
+        try:
+            self.stop()
+        finally:
+            epmd = shutil.which("epmd")
+            if epmd:
+                subprocess.run([epmd, "-port", str(self.epmd_port), "-kill"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30, check=False)
 
 
 def _current_user() -> str:

@@ -1,8 +1,8 @@
 """Which broker carries studio's jobs, and the one place where Celery is configured.
 
 Celery and kombu do the delivery; this module pins the settings that make it safe for jobs
-that run for hours and must never be lost or run twice (measured in
-``/work/shared/QUEUE-AND-UI.md``), and nothing else in studio sets a Celery option:
+that run for hours and must never be lost or run twice (each measured with celery and kombu 5.7,
+redis-server 7 and RabbitMQ 3.10), and nothing else in studio sets a Celery option:
 
 - late acknowledgement, requeue when a worker dies, one unacknowledged job per slot;
 - JSON only: a pickle message is refused, never unpickled;
@@ -26,7 +26,7 @@ SQLite file under the studio home (``sqla+sqlite:///HOME/queue/broker.sqlite``):
 one machine, many workers. A message survives every restart, but one taken by a consumer that
 is then killed with ``-9`` stays invisible in the file forever (kombu puts unacknowledged
 messages back only on a clean close); the queue's sweep re-publishes such runs from their
-records in the store.
+records in the store. kombu never deletes a delivered row either: ``prune_embedded`` does.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from __future__ import annotations
 import os
 import re
 from typing import TYPE_CHECKING, Any, Optional
-from urllib.parse import urlsplit
 
+from ..config import Config, parse_duration
 from ..errors import MissingDependencyError, StudioError, UsageError
 from ..redact import redact_text
 
@@ -43,11 +43,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import celery
     import kombu
 
-    from ..config import Config
-
 __all__ = [
     "BROKER_ENV",
     "BrokerUnreachableError",
+    "LEASE_ENV",
     "LEASE_RENEW",
     "LEASE_TIMEOUT",
     "PUBLISH_TIMEOUT",
@@ -60,6 +59,8 @@ __all__ = [
     "embedded_url",
     "ensure_reachable",
     "job_queue",
+    "lease_interval",
+    "prune_embedded",
     "publish",
     "renew_lease",
     "resolve_broker",
@@ -72,10 +73,11 @@ QUEUE_PREFIX = "studio."
 LEASE_TIMEOUT = 40.0
 # How often the worker holding a job renews its lease (several renewals fit in one timeout).
 LEASE_RENEW = 5.0
+LEASE_ENV = "STUDIO_LEASE_TIMEOUT"
 # How often each live Redis worker looks for expired leases (kombu's restore sweep, unthrottled).
 RESTORE_INTERVAL = 5.0
 # Seconds a publish (connect + send, with its retries) may take before it fails.
-PUBLISH_TIMEOUT = 4.0
+PUBLISH_TIMEOUT = 3.0
 _HEARTBEAT = 30  # seconds: AMQP heartbeat, so a dead peer is noticed within a minute
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}\Z")
 _INSTALL = "pip install 'studio-run[queue]'"
@@ -90,7 +92,7 @@ def embedded_url(home: str) -> str:
     return "sqla+sqlite:///" + os.path.join(os.path.abspath(home), "queue", "broker.sqlite")
 
 
-def resolve_broker(option: Optional[str], config: "Config", home: str) -> str:
+def resolve_broker(option: Optional[str], config: Config, home: str) -> str:
     """``--broker URL``, else ``$STUDIO_BROKER``, else ``queue.broker`` in config.yaml, else the
     embedded default under ``home``. A value without ``scheme://`` is refused (a bare path or
     host name would be guessed at, and a guess sends jobs nowhere)."""
@@ -130,27 +132,46 @@ def check_queue_name(name: str) -> str:
     return name
 
 
-def _transport_options(url: str) -> dict[str, Any]:
+def _lease_timeout(value: Optional[float]) -> float:
+    if value is None:
+        text = os.environ.get(LEASE_ENV)
+        if not text:
+            return LEASE_TIMEOUT
+        value = parse_duration(text, LEASE_ENV)
+    if value <= 0:
+        raise UsageError(f"lease timeout must be positive, not {value}")
+    return float(value)
+
+
+def _transport_options(url: str, lease_timeout: float = LEASE_TIMEOUT) -> dict[str, Any]:
     kind = broker_kind(url)
     if kind == "redis":
         return {
-            "visibility_timeout": LEASE_TIMEOUT,
+            "visibility_timeout": lease_timeout,
             "unacked_restore_interval": RESTORE_INTERVAL,
             "unacked_restore_throttle": 1,  # sweep on every interval, not one in ten
             "socket_connect_timeout": PUBLISH_TIMEOUT,
             "socket_timeout": 30.0,  # above kombu's 1 s BRPOP wait; a hung server still fails
-            "max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
+            "max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 1,
         }
     if kind == "amqp":
         return {"confirm_publish": True}  # the broker has the message on disk when publish returns
-    if kind in ("sqlite", "sql"):
-        # SQLite waits for another process's write lock instead of failing at once.
-        return {"connect_args": {"timeout": 30}} if kind == "sqlite" else {}
+    if kind == "sqs":
+        # SQS cannot be leased by kombu: the longest visibility (12 h) keeps a running job from being
+        # handed out again for that long; the run records cover a dead worker's job sooner.
+        return {"visibility_timeout": 43200, "wait_time_seconds": 10}
+    if kind == "sqlite":
+        # Everything here goes to SQLAlchemy's create_engine: SQLite waits for another process's
+        # write lock instead of failing at once. (Polled once a second: kombu's default.)
+        return {"connect_args": {"timeout": 30}}
     return {}
 
 
-def celery_app(broker_url: str, *, name: str = "studio") -> "celery.Celery":
-    """A Celery application on ``broker_url`` with studio's delivery settings (module docstring)."""
+def celery_app(broker_url: str, *, name: str = "studio", lease_timeout: Optional[float] = None) -> "celery.Celery":
+    """A Celery application on ``broker_url`` with studio's delivery settings (module docstring).
+
+    ``lease_timeout`` (Redis; default ``$STUDIO_LEASE_TIMEOUT``, else ``LEASE_TIMEOUT``) is how long
+    a job whose worker stopped renewing it waits before it is handed out again; tests shorten it."""
     try:
         from celery import Celery
     except ImportError as exc:
@@ -177,12 +198,13 @@ def celery_app(broker_url: str, *, name: str = "studio") -> "celery.Celery":
         broker_connection_max_retries=None,  # a worker waits for its broker to come back
         broker_connection_timeout=PUBLISH_TIMEOUT,
         broker_heartbeat=_HEARTBEAT,
-        broker_transport_options=_transport_options(broker_url),
+        broker_transport_options=_transport_options(broker_url, _lease_timeout(lease_timeout)),
         broker_pool_limit=2,
         task_default_delivery_mode="persistent",
         task_create_missing_queues=True,
         task_publish_retry=True,
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+        # Two connection attempts of PUBLISH_TIMEOUT each at most: a down broker fails the submit fast.
+        task_publish_retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
                                    "interval_max": 1},
         task_send_sent_event=False,
         worker_send_task_events=False,
@@ -210,9 +232,12 @@ def publish(app: "celery.Celery", queue: str, task_name: str, payload: dict) -> 
     import json
 
     try:
-        json.dumps(payload)
+        text = json.dumps(payload)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"job payload is not JSON ({exc})") from None
+    if redact_text(text) != text:  # a URL with a password: the worker must use its own credentials
+        raise UsageError("a job would carry a password inside a URL; give workers their own credentials "
+                         "(environment, config or SSH keys) and leave the password out of the URL")
     target = job_queue(queue)
     try:
         result = app.send_task(task_name, args=[payload], queue=target, routing_key=target.routing_key,
@@ -268,6 +293,35 @@ def renew_lease(app: "celery.Celery", delivery_tag: Optional[str]) -> bool:
     return bool(changed)
 
 
+def lease_interval(app: "celery.Celery") -> float:
+    """Seconds between two ``renew_lease`` calls for a job of ``app``: ``LEASE_RENEW``, or an
+    eighth of a shortened lease timeout (so several renewals may fail before the lease expires)."""
+    timeout = (app.conf.broker_transport_options or {}).get("visibility_timeout", LEASE_TIMEOUT)
+    return max(0.25, min(LEASE_RENEW, float(timeout) / 8))
+
+
+def prune_embedded(broker_url: str) -> int:
+    """Delete the rows of delivered messages from the embedded broker's SQLite file; how many.
+
+    kombu marks a delivered message invisible and never reads or deletes it again (an ack or a
+    requeue works on the consumer's in-memory copy), so the file only grows. Deleting invisible
+    rows is safe at any time, with consumers running; a worker calls this when it starts. Any
+    other broker: 0, nothing done."""
+    if broker_kind(broker_url) != "sqlite":
+        return 0
+    import sqlite3
+    from contextlib import closing
+
+    path = broker_url.split("://", 1)[1][1:]
+    if not os.path.isfile(path):
+        return 0
+    with closing(sqlite3.connect(path, timeout=30)) as db, db:
+        try:
+            return int(db.execute("DELETE FROM kombu_message WHERE visible = 0").rowcount)
+        except sqlite3.OperationalError:  # no table yet: nothing was ever queued
+            return 0
+
+
 def worker_options(queue: str, slots: int) -> dict[str, Any]:
     """Keyword arguments for ``app.Worker(**...)``: consume ``studio.QUEUE`` with ``slots`` jobs
     at a time (one unacknowledged job per slot), threads as slots (each waits on its script),
@@ -289,10 +343,11 @@ def worker_options(queue: str, slots: int) -> dict[str, Any]:
 
 def _unreachable(url: str, exc: BaseException) -> BrokerUnreachableError:
     reason = redact_text(" ".join(str(exc).split()) or type(exc).__name__)
-    return BrokerUnreachableError(
-        f"broker {display_url(url)} is not reachable ({reason}); start it, or point --broker, "
-        f"{BROKER_ENV} or queue.broker in config.yaml at a running one"
-    )
+    if re.search(r"ACCESS_REFUSED|password|auth|NOPERM|NOAUTH", reason, re.IGNORECASE):
+        fix = "check the user and password in the broker URL, and the user's permissions on the broker"
+    else:
+        fix = f"start it, or point --broker, {BROKER_ENV} or queue.broker in config.yaml at a running one"
+    return BrokerUnreachableError(f"broker {display_url(url)} is not reachable ({reason}); {fix}")
 
 
 def _require(module: str, what: str) -> None:
@@ -304,11 +359,14 @@ def _require(module: str, what: str) -> None:
 
 def _ensure_folder(url: str) -> None:
     """The embedded broker's folder exists (SQLite creates the file, not its parents)."""
-    path = urlsplit(url).path
-    if path and path != "/:memory:":
+    path = url.split("://", 1)[1]
+    path = path[1:] if path.startswith("/") else path  # sqla+sqlite:///relative, sqla+sqlite:////absolute
+    if path and path != ":memory:":
+        folder = os.path.dirname(path.split("?", 1)[0])
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(folder or ".", exist_ok=True)
         except OSError as exc:
             raise BrokerUnreachableError(
-                f"embedded broker folder {os.path.dirname(path)} cannot be created ({exc.strerror}); "
-                f"set --broker or {BROKER_ENV} to a broker URL, or fix the folder's permissions") from None
+                f"broker {display_url(url)} is not reachable: its folder {folder} cannot be created "
+                f"({exc.strerror}); fix the folder's permissions, or point --broker, {BROKER_ENV} or "
+                "queue.broker in config.yaml at another broker") from None

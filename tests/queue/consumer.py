@@ -2,8 +2,9 @@
 
 It consumes one studio queue through ``brokers.celery_app`` / ``brokers.worker_options`` (the
 settings studio's worker uses) and runs each job in the worker process: it appends
-``start ID PID`` to the journal, sleeps ``payload["seconds"]`` while renewing the job's lease as
-studio's worker does, then appends ``done ID PID``. The journal is what the tests assert on.
+``start ID PID`` to the journal, sleeps ``payload["seconds"]`` (``payload["again"]`` when the
+journal shows the job started before: a redelivery) while renewing the job's lease as studio's
+worker does, then appends ``done ID PID``. The journal is what the tests assert on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def _note(journal: str, line: str) -> None:
         os.close(fd)
 
 
+def _read(journal: str) -> str:
+    try:
+        with open(journal) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("broker")
@@ -42,17 +51,20 @@ def main() -> None:
     @app.task(name=TASK, bind=True)
     def sleep(self, payload: dict) -> None:  # type: ignore[no-untyped-def]
         tag = (self.request.properties or {}).get("delivery_tag")
+        seconds = payload.get("seconds", 0)
+        if "again" in payload and f"start {payload['id']} " in _read(args.journal):
+            seconds = payload["again"]
         _note(args.journal, f"start {payload['id']} {os.getpid()}")
         stop = threading.Event()
 
         def lease() -> None:
-            while not stop.wait(brokers.LEASE_RENEW):
+            while not stop.wait(brokers.lease_interval(app)):
                 brokers.renew_lease(app, tag)
 
         if not args.no_lease:
             threading.Thread(target=lease, daemon=True).start()
         try:
-            time.sleep(float(payload.get("seconds", 0)))
+            time.sleep(float(seconds))
         finally:
             stop.set()
         _note(args.journal, f"done {payload['id']} {os.getpid()}")
