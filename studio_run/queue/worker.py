@@ -36,7 +36,16 @@ from ..config import Config
 from ..errors import StudioError
 from ..store.open import open_store
 from ..store.store import Store
-from .brokers import celery_app, display_url, ensure_reachable, job_queue, publish, renew_lease
+from .brokers import (
+    celery_app,
+    display_url,
+    ensure_reachable,
+    job_queue,
+    lease_interval,
+    prune_embedded,
+    publish,
+    renew_lease,
+)
 from .claims import Claims
 from .dispatch import decide, retire
 from .jobs import TASK_NAME, Job, job_from_message, worker_key
@@ -76,7 +85,9 @@ class Worker:
     def run(self) -> int:
         """Serve until stopped by signals; returns the exit code."""
         ensure_reachable(self.broker_url)
+        prune_embedded(self.broker_url)  # the embedded broker's file keeps delivered rows otherwise
         self.app = celery_app(self.broker_url)
+        self.beat_every = min(self.timing.heartbeat, lease_interval(self.app))
         store = open_store(self.config)
         try:
             self._install_signals()
@@ -179,6 +190,9 @@ class Worker:
                         continue
                     while inbox:
                         body, message = inbox.pop(0)
+                        if self.stopping.is_set():  # arrived as the worker began to stop: not taken
+                            _requeue(message)
+                            continue
                         self._receive(store, slot, gpus, body, message)
                         self.idle_since[slot] = time.monotonic()
 
@@ -204,7 +218,7 @@ class Worker:
         self.current[slot] = _Current(job.experiment, job.run_id, attempt)
         console.info(f"slot {slot}: {job.name} attempt {attempt} starting")
         outcome = perform(self.config, store, job, attempt, record, worker_id=self.id, gpus=gpus,
-                          beat_every=self.timing.heartbeat, hard_stop=self.hard_stop,
+                          beat_every=self.beat_every, hard_stop=self.hard_stop,
                           on_beat=lambda: self._renew(message))
         claims = Claims(store.storage, job.experiment, job.run_id)
         if outcome.how != "lost":  # what the store now holds: the folders on this machine go
@@ -237,6 +251,13 @@ def _ack(message: Any) -> None:
         message.ack()
     except Exception as exc:  # noqa: BLE001 - a channel the broker closed: it redelivers, the store fences
         console.warn(f"could not acknowledge a message ({type(exc).__name__}); a redelivery will be dropped")
+
+
+def _requeue(message: Any) -> None:
+    try:
+        message.requeue()
+    except Exception as exc:  # noqa: BLE001 - unacknowledged, it comes back when the connection closes
+        console.warn(f"could not hand a message back ({type(exc).__name__})")
 
 
 def _drop_undecodable(message: Any, exc: Exception) -> None:

@@ -17,12 +17,13 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import boto3
 import yaml
 
-from tests.conftest import FAKE_AWS_ENV
+from tests.conftest import FAKE_AWS_ENV, FAKE_AWS_SECRET
 from tests.helpers import studio, studio_env
 
-__all__ = ["Machine", "TIMING", "Worker", "new_store_url", "orphans", "wait_for"]
+__all__ = ["Machine", "TIMING", "Worker", "World", "new_store_url", "orphans", "wait_for"]
 
 # Attempts beat every 0.5 s, a heartbeat unchanged for 3 s is a dead worker, sweeps every second.
 TIMING = "heartbeat=0.5,stale=3,sweep=1"
@@ -75,8 +76,8 @@ class Machine:
         listed = self.studio("list", experiment, "--json", "--all")
         return json.loads(listed.stdout) if listed.returncode == 0 else []
 
-    def worker(self, queue: str, *extra: str) -> "Worker":
-        worker = Worker(self, queue, list(extra))
+    def worker(self, queue: str, *extra: str, env: Optional[dict[str, str]] = None) -> "Worker":
+        worker = Worker(self, queue, list(extra), env or {})
         self.workers.append(worker)
         return worker
 
@@ -88,13 +89,13 @@ class Machine:
 class Worker:
     """``studio worker --queue QUEUE`` in its own process group, output in a log file."""
 
-    def __init__(self, machine: Machine, queue: str, extra: list[str]) -> None:
+    def __init__(self, machine: Machine, queue: str, extra: list[str], env: dict[str, str]) -> None:
         self.machine = machine
         self.log_path = os.path.join(machine.home, f"worker-{uuid.uuid4().hex[:6]}.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "studio_run", "worker", "--queue", queue, *extra],
-            cwd=machine.home, env=studio_env(machine.home, **machine.env()), stdin=subprocess.DEVNULL,
+            cwd=machine.home, env=studio_env(machine.home, **machine.env(), **env), stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -138,3 +139,58 @@ def orphans(marker: str) -> list[int]:
         if marker in cmdline and state != "Z":
             found.append(int(pid))
     return found
+
+
+class World:
+    def __init__(self, root: Path, store_url: str, endpoint: str, broker: str) -> None:
+        self.store_url, self.endpoint, self.broker = store_url, endpoint, broker
+        self.a = Machine(root, "laptop", store_url, endpoint, broker)
+        self.b = Machine(root, "gpu-box-1", store_url, endpoint, broker)
+        self.c = Machine(root, "gpu-box-2", store_url, endpoint, broker)
+        self.project = os.path.join(self.a.home, "project")
+        os.makedirs(self.project)
+        self._s3 = None
+
+    def s3(self):  # type: ignore[no-untyped-def]
+        if self._s3 is None:
+            self._s3 = self._client()
+        return self._s3
+
+    def _client(self):  # type: ignore[no-untyped-def]
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=FAKE_AWS_SECRET)
+
+    def bucket(self) -> tuple[str, str]:
+        bucket, prefix = self.store_url[len("s3://"):].split("/", 1)
+        return bucket, prefix
+
+    def store_keys(self) -> list[str]:
+        return self.store_keys_under(self.bucket()[1] + "/")
+
+    def store_bytes(self, key: str) -> bytes:
+        bucket, _ = self.bucket()
+        return self.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def runs(self, experiment: str) -> list[dict]:
+        """The experiment's records straight from the bucket, newest first, with versions (cheap
+        enough to poll: no studio process per look)."""
+        _, prefix = self.bucket()
+        base = f"{prefix}/experiments/{experiment}/"
+        ids = sorted(k[len(base):-5] for k in self.store_keys_under(base)
+                     if k.endswith(".json") and not k.endswith(".env.json"))
+        runs = []
+        for version, run_id in enumerate(ids, 1):
+            record = json.loads(self.store_bytes(f"{base}{run_id}.json"))
+            record["version"] = version
+            runs.append(record)
+        return runs[::-1]
+
+    def store_keys_under(self, prefix: str) -> list[str]:
+        bucket, _ = self.bucket()
+        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+    def stop_all(self) -> None:
+        for machine in (self.a, self.b, self.c):
+            machine.stop_workers()

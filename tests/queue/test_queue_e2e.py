@@ -19,69 +19,13 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-import boto3
 import pytest
 
-from tests.conftest import FAKE_AWS_ENV, FAKE_AWS_SECRET
+from tests.conftest import FAKE_AWS_SECRET
 from tests.helpers import write_script
-from tests.queue.machines import Machine, new_store_url, orphans, wait_for
+from tests.queue.machines import World, new_store_url, orphans, wait_for
 
 pytestmark = pytest.mark.servers
-
-
-class World:
-    def __init__(self, root: Path, store_url: str, endpoint: str, broker: str) -> None:
-        self.store_url, self.endpoint, self.broker = store_url, endpoint, broker
-        self.a = Machine(root, "laptop", store_url, endpoint, broker)
-        self.b = Machine(root, "gpu-box-1", store_url, endpoint, broker)
-        self.c = Machine(root, "gpu-box-2", store_url, endpoint, broker)
-        self.project = os.path.join(self.a.home, "project")
-        os.makedirs(self.project)
-        self._s3 = None
-
-    def s3(self):  # type: ignore[no-untyped-def]
-        if self._s3 is None:
-            self._s3 = self._client()
-        return self._s3
-
-    def _client(self):  # type: ignore[no-untyped-def]
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=FAKE_AWS_SECRET)
-
-    def bucket(self) -> tuple[str, str]:
-        bucket, prefix = self.store_url[len("s3://"):].split("/", 1)
-        return bucket, prefix
-
-    def store_keys(self) -> list[str]:
-        return self.store_keys_under(self.bucket()[1] + "/")
-
-    def store_bytes(self, key: str) -> bytes:
-        bucket, _ = self.bucket()
-        return self.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
-
-    def runs(self, experiment: str) -> list[dict]:
-        """The experiment's records straight from the bucket, newest first, with versions (cheap
-        enough to poll: no studio process per look)."""
-        _, prefix = self.bucket()
-        base = f"{prefix}/experiments/{experiment}/"
-        ids = sorted(k[len(base):-5] for k in self.store_keys_under(base)
-                     if k.endswith(".json") and not k.endswith(".env.json"))
-        runs = []
-        for version, run_id in enumerate(ids, 1):
-            record = json.loads(self.store_bytes(f"{base}{run_id}.json"))
-            record["version"] = version
-            runs.append(record)
-        return runs[::-1]
-
-    def store_keys_under(self, prefix: str) -> list[str]:
-        bucket, _ = self.bucket()
-        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return [o["Key"] for page in pages for o in page.get("Contents", [])]
-
-    def stop_all(self) -> None:
-        for machine in (self.a, self.b, self.c):
-            machine.stop_workers()
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +131,41 @@ def test_a_worker_killed_mid_run_is_taken_over_once_from_its_last_capture(
     second.kill()
 
 
+def test_a_worker_stopped_twice_gives_its_running_job_back_after_a_final_capture(
+        world: World, queue_name: str) -> None:
+    script = f"resume_{uuid.uuid4().hex[:8]}.py"
+    write_script(world.project, script, RESUME)
+    experiment = f"release-{queue_name}"
+    first = world.b.worker(queue_name)
+    queued = world.a.studio("run", "--queue", queue_name, "--capture=ckpt:ckpt", "-e", experiment, script,
+                            cwd=world.project)
+    assert queued.returncode == 0, queued.stderr
+
+    def progressed() -> bool:
+        runs = world.runs(experiment)
+        ckpt = runs[0]["artifacts"].get("ckpt") if runs else None
+        return bool(ckpt) and runs[0]["status"] == "running" and ckpt["snapshots"] >= 2
+
+    wait_for(progressed, "a periodic capture on the first worker")
+    first.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping: no new jobs" in first.output, "the first signal to be taken")
+    assert first.proc.poll() is None and _status(world, experiment, "running")  # the job goes on
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(90) == 0, first.output
+    record = world.runs(experiment)[0]
+    assert record["status"] == "queued" and "given back to the queue" in first.output
+    _, prefix = world.bucket()
+    claims = f"{prefix}/claims/{experiment}/{record['run_id']}/"
+    assert json.loads(world.store_bytes(claims + "1.end"))["end"] == "released"
+    second = world.c.worker(queue_name)
+    wait_for(lambda: _status(world, experiment, "finished"), "the given-back job to finish on another worker")
+    assert world.runs(experiment)[0]["attempt"] == 2
+    log = world.a.studio("logs", experiment).stdout
+    resumed = [int(n) for n in re.findall(r"resumed from (\d+)", log)]
+    assert len(resumed) == 2 and resumed[1] > 0 and log.count("done at 120") == 1, log
+    second.kill()
+
+
 def test_a_job_whose_broker_lease_runs_out_while_it_runs_is_not_started_again(
         world: World, queue_name: str, redis_server) -> None:
     import redis
@@ -200,11 +179,13 @@ def test_a_job_whose_broker_lease_runs_out_while_it_runs_is_not_started_again(
         "print('ended', flush=True)\n"
     ))
     experiment = f"long-{queue_name}"
-    holder = world.b.worker(queue_name)
+    short = {"STUDIO_LEASE_TIMEOUT": "2s"}  # the broker's timeout, far shorter than the job
+    holder = world.b.worker(queue_name, env=short)
     queued = world.a.studio("run", "--queue", queue_name, "-e", experiment, script, cwd=world.project)
     assert queued.returncode == 0, queued.stderr
     wait_for(lambda: _status(world, experiment, "running"), "the long job to start")
-    other = world.c.worker(queue_name)
+    started = time.time()
+    other = world.c.worker(queue_name, env=short)
     other.wait_ready()
     client = redis.Redis.from_url(redis_server.url)
 
@@ -216,6 +197,10 @@ def test_a_job_whose_broker_lease_runs_out_while_it_runs_is_not_started_again(
             client.zadd("unacked_index", {m: 1 for m in members}, xx=True)
         return "running elsewhere" in other.output
 
+    # Renewed leases keep Redis from handing the job out again for several lease timeouts ...
+    wait_for(lambda: time.time() > started + 3 * 2.0, "three lease timeouts to pass")
+    assert "delivery dropped" not in other.output
+    # ... and a lease that runs out anyway (a worker too busy to renew it) meets the fence.
     wait_for(lease_expired_and_redelivery_dropped, "the redelivered job to be dropped by the idle worker")
     record = world.runs(experiment)[0]
     workspace = os.path.join(world.b.home, ".studioml", "worker", experiment, record["run_id"], "workspace")
@@ -309,7 +294,13 @@ def test_no_credential_in_redis_the_store_or_any_log(world: World, redis_server)
     import redis
 
     secret = FAKE_AWS_SECRET.encode()
+    parked = f"parked-{uuid.uuid4().hex[:8]}"  # nobody serves it: its message stays in Redis to be read
+    write_script(world.project, "parked.py", "print('never runs here')\n")
+    queued = world.a.studio("run", "--queue", parked, "-e", parked, "parked.py", "--lr", "0.1", cwd=world.project)
+    assert queued.returncode == 0, queued.stderr
     client = redis.Redis.from_url(redis_server.url)
+    waiting = client.lrange(f"studio.{parked}", 0, -1)
+    assert len(waiting) == 1 and parked.encode() in waiting[0]  # the job is there, in plain JSON
     scanned = 0
     for key in client.scan_iter(count=1000):
         kind = client.type(key)
