@@ -36,16 +36,7 @@ from ..config import Config
 from ..errors import StudioError
 from ..store.open import open_store
 from ..store.store import Store
-from .brokers import (
-    celery_app,
-    display_url,
-    ensure_reachable,
-    job_queue,
-    lease_interval,
-    prune_embedded,
-    publish,
-    renew_lease,
-)
+from .brokers import celery_app, display_url, ensure_reachable, job_queue, lease_interval, prune_embedded, publish, renew_lease
 from .claims import Claims
 from .dispatch import decide, retire
 from .jobs import TASK_NAME, Job, job_from_message, worker_key
