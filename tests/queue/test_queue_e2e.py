@@ -80,11 +80,12 @@ RESUME = (
     "path = os.path.join(fs_tracker.get_artifact('ckpt'), 'step')\n"
     "step = int(open(path).read()) if os.path.exists(path) else 0\n"
     "print('resumed from', step, flush=True)\n"
+    "pace = 0.25 if step == 0 else 0.02  # a first attempt slow enough to be killed mid-run\n"
     "while step < 120:\n"
     "    step += 1\n"
     "    open(path + '.tmp', 'w').write(str(step))\n"
     "    os.replace(path + '.tmp', path)\n"
-    "    time.sleep(0.1)\n"
+    "    time.sleep(pace)\n"
     "print('done at', step, flush=True)\n"
 )
 
