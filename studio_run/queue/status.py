@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..errors import NotFoundError, StudioError
+from ..store.records import RunRecord
 from ..store.store import Store
 from .claims import Attempt, Claims
 from .jobs import Job, parse_index_key
 
-__all__ = ["JobState", "WorkerState", "queue_jobs", "workers_seen"]
+__all__ = ["JobState", "WorkerState", "attempt_rows", "queue_jobs", "workers_seen"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +90,14 @@ def workers_seen(store: Store, queue: Optional[str] = None) -> list[WorkerState]
                                 float(data.get("at") or 0.0), bool(data.get("stopping"))))
     seen.sort(key=lambda w: -w.at)
     return seen
+
+
+def attempt_rows(store: Store, record: RunRecord) -> list[list[str]]:
+    """A queued run's attempts for ``studio show``: number, host, worker and how each ended
+    (``lost`` when its worker died and another took the run over)."""
+    history = Claims(store.storage, record.experiment, record.run_id).history()
+    rows = []
+    for attempt in history:
+        ended = attempt.end or (record.status if attempt.number == record.attempt else "")
+        rows.append([str(attempt.number), attempt.host, attempt.worker, ended or "-"])
+    return rows

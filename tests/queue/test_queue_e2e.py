@@ -122,6 +122,9 @@ def test_a_worker_killed_mid_run_is_taken_over_once_from_its_last_capture(
     bucket, prefix = world.bucket()
     claims = f"{prefix}/claims/{experiment}/{record['run_id']}/"
     assert json.loads(world.store_bytes(claims + "1.end"))["end"] == "lost"
+    shown = world.a.studio("show", experiment).stdout
+    attempts = [line.split("\t") for line in shown.split("attempts (queue ")[1].splitlines()[2:] if line]
+    assert [(a[0], a[-1]) for a in attempts] == [("1", "lost"), ("2", "finished")], shown
     log = world.a.studio("logs", experiment)
     assert log.returncode == 0, log.stderr
     resumed = [int(n) for n in re.findall(r"resumed from (\d+)", log.stdout)]
