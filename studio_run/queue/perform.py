@@ -28,11 +28,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .. import console
 from ..config import Config
+from ..errors import StudioError
 from ..refs import CaptureSpec
 from ..runner.prepare import run_dir_of
 from ..runner.request import RunRequest
@@ -48,6 +50,7 @@ __all__ = ["Outcome", "perform"]
 
 _PR_SET_PDEATHSIG = 1
 _CONTINUOUS = ("output", "modeldir", "tb")
+_READ_WAITS = (2.0, 5.0, 10.0, 20.0, 30.0)  # seconds between reads of the final record
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def perform(
         try:
             claims.beat(attempt, worker_id, counter)
             fenced = claims.newest() > attempt
-        except (OSError, RuntimeError) as exc:  # a store blip: the next beat may pass
+        except (OSError, StudioError) as exc:  # a store blip: the next beat may pass
             console.warn(f"heartbeat of {job.name} attempt {attempt} failed: {exc}")
         on_beat()
         if fenced:
@@ -110,8 +113,7 @@ def perform(
         except subprocess.TimeoutExpired:
             pass
     _kill_group(proc.pid, signal.SIGKILL)  # anything the runner left in its session
-    store.catch_up()  # what the runner could not upload in time, from this machine's journal
-    final = store.records.read(job.experiment, job.run_id)
+    final = _final_record(store, job)
     if claims.newest() > attempt:
         return Outcome("fenced")
     if released:
@@ -121,6 +123,20 @@ def perform(
     console.warn(f"{job.name}: the runner of attempt {attempt} ended without a final record "
                  f"(exit {proc.returncode}); see {log_path}")
     return Outcome("lost", final)
+
+
+def _final_record(store: Store, job: Job) -> RunRecord:
+    """The run's record once this machine's uploads are through; a store that does not answer is
+    asked again for a while (the message stays unacknowledged meanwhile)."""
+    for wait in _READ_WAITS:
+        try:
+            store.catch_up()  # what the runner could not upload in time, from this machine's journal
+            return store.records.read(job.experiment, job.run_id)
+        except (OSError, StudioError) as exc:
+            console.warn(f"{job.name}: reading its record failed ({exc}); trying again in {wait:g} s")
+            time.sleep(wait)
+    store.catch_up()
+    return store.records.read(job.experiment, job.run_id)
 
 
 def _materialise(config: Config, store: Store, job: Job, attempt: int, record: RunRecord, base: str) -> AttemptFile:

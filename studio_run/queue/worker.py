@@ -130,7 +130,7 @@ class Worker:
         }
         try:
             store.storage.write_bytes(worker_key(self.id), json.dumps(data, sort_keys=True).encode())
-        except OSError as exc:
+        except (OSError, StudioError) as exc:
             console.warn(f"worker heartbeat failed: {exc}")
 
     def _idle_for(self) -> float:
@@ -160,7 +160,11 @@ class Worker:
                 try:
                     self._consume(store, slot, gpus)
                 except (OSError, KombuError, StudioError) as exc:
-                    console.warn(f"slot {slot}: broker connection lost ({type(exc).__name__}: {exc}); reconnecting")
+                    console.warn(f"slot {slot}: {type(exc).__name__}: {exc}; reconnecting to the broker")
+                    self.stopping.wait(2.0)
+                except Exception as exc:  # noqa: BLE001 - a slot must outlive one job's surprise
+                    console.warn(f"slot {slot}: unexpected {type(exc).__name__}: {exc}; the job's claim goes "
+                                 "stale and another attempt takes it over")
                     self.stopping.wait(2.0)
         finally:
             store.close()
