@@ -152,3 +152,34 @@ def test_stop_all_stops_every_unfinished_run_of_a_sweep(tmp_path):
     _out, err = proc.communicate(timeout=_DEADLINE)
     assert proc.returncode == 1 and "sweep many stopped at point 1 of 3; 2 points not run" in err
     assert [r["status"] for r in _runs(home, "many")] == ["stopped"]
+
+
+def test_a_run_on_a_remote_store_finds_a_stop_request_there(s3_server, tmp_path):
+    import uuid
+
+    import yaml
+
+    from studio_run.storage import open_storage
+    from tests.conftest import FAKE_AWS_ENV
+
+    home = _home(tmp_path)
+    bucket = f"studio-stop-{uuid.uuid4().hex[:10]}"
+    with open(os.path.join(home, ".studioml", "config.yaml"), "w") as f:
+        yaml.safe_dump({"store": f"s3://{bucket}/k", "store_options": {"endpoint": s3_server.endpoint},
+                        "stop_grace": "5s"}, f)
+    script = write_script(home, "long.py", LONG)
+    pid_file = os.path.join(home, "pid")
+    proc = subprocess.Popen([sys.executable, "-m", "studio_run", "run", "-e", "far", script, pid_file], cwd=home,
+                            env=studio_env(home, **FAKE_AWS_ENV), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(pid_file)
+    storage = open_storage(f"s3://{bucket}/k", {"endpoint": s3_server.endpoint})  # another machine's view
+    deadline = time.monotonic() + _DEADLINE
+    while not (records := [k for k in storage.list("experiments/far/") if k.endswith(".json")]):
+        assert time.monotonic() < deadline and proc.poll() is None, "the first record never reached the store"
+        time.sleep(0.1)
+    request_stop(storage, "far", records[0].rsplit("/", 1)[1][: -len(".json")])
+    _out, err = proc.communicate(timeout=_DEADLINE)
+    assert proc.returncode == 1 and "stop requested (studio stop): stopping the script" in err, err
+    listed = studio("list", "far", "--json", home=home, **FAKE_AWS_ENV)
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["stopped"], listed.stderr
