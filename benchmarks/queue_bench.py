@@ -121,10 +121,10 @@ def _wait(what: str, condition: Callable[[], bool], deadline: float = DEADLINE) 
         time.sleep(0.05)
 
 
-def _submit(b: Bench, queue: str, experiment: str, tag: str, seconds: float, *extra: str) -> float:
+def _submit(b: Bench, queue: str, experiment: str, tag: str, seconds: float, *script_args: str) -> float:
     t0 = time.time()
-    b.studio("submitter", "run", "--queue", queue, "-e", experiment, *extra, "job.py", str(b.journal), tag,
-             str(seconds))
+    b.studio("submitter", "run", "--queue", queue, "-e", experiment, "job.py", str(b.journal), tag, str(seconds),
+             *script_args)
     return t0
 
 

@@ -440,6 +440,18 @@ class RabbitMQServer(_ServerProcess):
         except OSError:
             return False
 
+    def set_consumer_timeout(self, milliseconds: int | None) -> None:
+        """Change the node's ``consumer_timeout`` while it runs (``None``: back to the default);
+        channels opened afterwards use it. RabbitMQ checks it about once a minute, so a channel
+        is closed between the timeout and a minute after it."""
+        expr = ("application:unset_env(rabbit, consumer_timeout)." if milliseconds is None
+                else f"application:set_env(rabbit, consumer_timeout, {int(milliseconds)}).")
+        ctl = os.path.join(os.path.dirname(self.SCRIPT), "rabbitmqctl")
+        proc = subprocess.run([ctl, "-n", self.node, "eval", expr], env=self._env(), stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=120, check=False)
+        if proc.returncode != 0:
+            raise ServerStartError(f"rabbitmqctl eval failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
+
     def close(self) -> None:
         """Stop the node, then its epmd (Erlang's port mapper outlives the node)."""
         try:

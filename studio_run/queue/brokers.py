@@ -97,10 +97,11 @@ def resolve_broker(option: Optional[str], config: Config, home: str) -> str:
     embedded default under ``home``. A value without ``scheme://`` is refused (a bare path or
     host name would be guessed at, and a guess sends jobs nowhere)."""
     for value, what in ((option, "--broker"), (os.environ.get(BROKER_ENV), BROKER_ENV),
-                        (getattr(config, "broker", None), f"{config.source}: queue.broker")):
+                        (config.broker, f"{config.source}: queue.broker")):
         if value:
             if "://" not in value:
-                raise UsageError(f"{what} {redact_text(value)!r} is not a broker URL; write e.g. "
+                shown = "...@" + value.rsplit("@", 1)[1] if "@" in value else value  # no password shown
+                raise UsageError(f"{what} {shown!r} is not a broker URL; write e.g. "
                                  "redis://HOST:6379/0 or amqp://USER@HOST:5672//")
             return value
     return embedded_url(home)
