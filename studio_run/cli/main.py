@@ -17,6 +17,7 @@ from ..errors import StudioError
 from .browse import logs, ls
 from .check import check
 from .maintenance import cache, gc, sync
+from .queue import queue_run, queue_status, worker
 from .records import delete, get, list_, show
 from .run import run
 from .stop import stop
@@ -49,9 +50,9 @@ cli.add_command(sync)
 cli.add_command(cache)
 cli.add_command(check)
 cli.add_command(tb)
-
-
-cli.add_command(check)
+cli.add_command(worker)
+cli.add_command(queue_status)
+cli.add_command(queue_run)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

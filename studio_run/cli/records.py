@@ -75,7 +75,15 @@ def show(ctx: click.Context, experiment: str, version: Optional[str], wide: bool
         console.warn(f"{exc}; the record itself is shown")
         env = {}
     damaged: list[str] = []
-    print_experiment(record, store.records.runs(experiment, damaged), env, Output.detect(as_json, wide))
+    out = Output.detect(as_json, wide)
+    print_experiment(record, store.records.runs(experiment, damaged), env, out)
+    if record.queue and out.mode != "json":
+        from ..queue.status import attempt_rows
+        from .tables import Column, emit_table
+
+        print("\nattempts (queue " + record.queue + ")")
+        emit_table(out, [Column("attempt", right=True), Column("host"), Column("worker", drop=1), Column("ended")],
+                   attempt_rows(store, record))
     _skipped(damaged)
 
 

@@ -38,6 +38,12 @@ _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
               help="Stop the script after this long (30s, 10m, 2h, 1d): status timed-out, final capture kept.")
 @click.option("--lifetime", type=DURATION,
               help="With a queue: drop the job if it has not started within this long (status expired).")
+# the job queue
+@click.option("--queue", "queue", metavar="NAME", help="Queue the run (one job per -hp point) for "
+              "`studio worker --queue NAME`; returns at once.")
+@click.option("--broker", metavar="URL", help="With --queue: broker URL (default STUDIO_BROKER, queue.broker, embedded).")
+@click.option("--retries", type=click.IntRange(min=0), default=2, show_default=True,
+              help="With --queue: how many times a run whose worker died is taken over.")
 @click.argument("script")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
@@ -53,6 +59,9 @@ def run(
     hyperparams: tuple[tuple[str, list[Value]], ...],
     max_duration: Optional[float],
     lifetime: Optional[float],
+    queue: Optional[str],
+    broker: Optional[str],
+    retries: int,
     script: str,
     script_args: tuple[str, ...],
 ) -> int:
@@ -87,6 +96,10 @@ def run(
         max_duration=max_duration,
         lifetime=lifetime,
     )
+    if queue:
+        from ..queue.submit import submit
+
+        return submit(config, request, queue=queue, broker=broker, retries=retries, points=points)
     if hyperparams:
         return sweep(config, request, points)
     return run_experiment(config, request)

@@ -134,6 +134,14 @@ _RUN_COLUMNS = [Column("experiment", shrink=True, least=10), Column("version", r
 _PARAMS = Column("params", drop=3, shrink=True, least=8)  # only when a run shown has ``-hp`` values
 
 
+def _shown_status(record: RunRecord) -> str:
+    """The status as listed: a run on a worker or another machine says where it runs."""
+    status = effective_status(record, _HOST)
+    if status == "running" and record.host and (record.queue or record.host != _HOST):
+        return f"running on {record.host}"
+    return status
+
+
 def print_runs(records: list[RunRecord], store_url: str, out: Output = Output("tsv")) -> None:
     """One row per run, newest first."""
     if out.mode == "json":
@@ -143,7 +151,7 @@ def print_runs(records: list[RunRecord], store_url: str, out: Output = Output("t
         print(f"no runs in {store_url} yet; start one with `studio run SCRIPT`")
         return
     short = out.mode == "table" and not out.wide and out.width < 100
-    rows = [[r.experiment, str(r.version), effective_status(r, _HOST), "" if r.exit_code is None else str(r.exit_code),
+    rows = [[r.experiment, str(r.version), _shown_status(r), "" if r.exit_code is None else str(r.exit_code),
              _when(r.started_at, short), _duration(r), _tags(r)] for r in records]
     columns = list(_RUN_COLUMNS)
     if any(r.hyperparameters for r in records):
