@@ -19,6 +19,7 @@ from .check import check
 from .maintenance import cache, gc, sync
 from .records import delete, get, list_, show
 from .run import run
+from .ui import ui
 
 __all__ = ["cli", "main"]
 
@@ -48,6 +49,7 @@ cli.add_command(check)
 
 
 cli.add_command(check)
+cli.add_command(ui)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
