@@ -81,15 +81,20 @@ def show(ctx: click.Context, experiment: str, version: Optional[str], wide: bool
 
 @click.command()
 @click.argument("ref", type=ARTIFACT_REF)
-@click.argument("dest")
+@click.argument("dest", required=False)
 @click.option("-f", "--force", is_flag=True, help="Merge into a DEST folder that is not empty.")
+@click.option("--tar", "tar_out", metavar="OUT",
+              help="Write the artifact as one archive instead: OUT.tar.gz / OUT.tgz (gzip), OUT.tar, or - "
+                   "(tar.gz to stdout).")
 @click.pass_context
-def get(ctx: click.Context, ref: ArtifactRef, dest: str, force: bool) -> None:
+def get(ctx: click.Context, ref: ArtifactRef, dest: Optional[str], force: bool, tar_out: Optional[str]) -> None:
     """Write artifact EXP/TAG[@VERSION] to DEST (a folder, or a file for a one-file artifact).
 
     DEST must be new or an empty folder (--force merges into a full one); links, devices and
     FIFOs at DEST are refused, never replaced or written through. DEST `-` writes a tar
-    stream to stdout (`studio get exp/model - | tar -x -C somewhere`).
+    stream to stdout (`studio get exp/model - | tar -x -C somewhere`). `--tar OUT` writes an
+    archive file instead, keeping file modes and times; every byte is verified first, and OUT
+    appears only once the archive is complete.
     """
     import sys
 
@@ -98,6 +103,13 @@ def get(ctx: click.Context, ref: ArtifactRef, dest: str, force: bool) -> None:
     from ..store.artifacts import fetch_artifact
     from ..store.browse import write_tar
 
+    if tar_out is not None:
+        if dest is not None:
+            raise UsageError(f"give DEST or --tar OUT, not both (DEST {dest!r} and --tar {tar_out!r})")
+        _get_tar(ctx, ref, tar_out)
+        return
+    if dest is None:
+        raise UsageError("studio get needs DEST (a folder, a file, or - for a tar stream) or --tar OUT")
     store = open_store(ctx, read_only=True)
     if dest == "-":
         if sys.stdout.isatty():
@@ -109,6 +121,28 @@ def get(ctx: click.Context, ref: ArtifactRef, dest: str, force: bool) -> None:
     with console.progress(f"fetching {ref}") as advance:
         path = fetch_artifact(store, ref, dest, advance, force=force)
     console.info(f"{ref} -> {path}")
+
+
+def _get_tar(ctx: click.Context, ref: ArtifactRef, out: str) -> None:
+    """``studio get REF --tar OUT``: the archive to a file, or tar.gz to stdout for ``-``."""
+    import sys
+
+    from .. import console
+    from ..errors import UsageError
+    from ..store.archive import iter_ref_tar, save_tar, tar_kind
+
+    level = tar_kind(out)
+    if out == "-" and sys.stdout.isatty():
+        raise UsageError("--tar - writes a tar.gz stream, and stdout is a terminal; redirect it (> out.tar.gz)")
+    store = open_store(ctx, read_only=True)
+    if out != "-":
+        path = save_tar(store, ref, out, gzip_level=level)
+        console.info(f"{ref} -> {path}")
+        return
+    for chunk in iter_ref_tar(store, ref, gzip_level=level):
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+    console.info(f"{ref} -> stdout (tar.gz)")
 
 
 @click.command()

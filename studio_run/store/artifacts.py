@@ -19,7 +19,7 @@ from .placing import check_dest, place_file, place_folder, staging_folder
 from .records import ArtifactRecord, RunRecord
 from .store import Store
 
-__all__ = ["fetch_artifact", "resolve_artifact"]
+__all__ = ["fetch_artifact", "protected_folders", "resolve_artifact"]
 
 
 def resolve_artifact(
@@ -76,7 +76,7 @@ def fetch_artifact(
     _record, art = resolve_artifact(store, ref)
     manifest = store.repo.get_manifest(art.restore_digest)  # with file times when the record has them
     single = manifest.single_file or bool(ref.path)
-    dest = check_dest(dest, _protected(store), single, force)
+    dest = check_dest(dest, protected_folders(store), single, force)
     tmp = staging_folder(dest)
     try:
         if ref.path:
@@ -90,7 +90,7 @@ def fetch_artifact(
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _protected(store: Store) -> list[str]:
+def protected_folders(store: Store) -> list[str]:
     """Folders ``get`` must never write into: the store, this machine's staging and blob cache."""
     config = store.config
     roots = [config.blobcache, os.path.join(config.home, "staging"), os.path.join(config.home, "packindex")]
