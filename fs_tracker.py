@@ -28,6 +28,7 @@ __all__ = [
     "get_artifact",
     "get_artifacts",
     "get_experiment_key",
+    "get_hyperparameters",
     "get_model_directory",
     "get_run_id",
     "get_tensorboard_dir",
@@ -102,6 +103,18 @@ def get_tensorboard_dir() -> str:
 def get_experiment_key() -> str:
     """The experiment's name."""
     return str(_handoff().experiment)
+
+
+def get_hyperparameters() -> dict[str, Any]:
+    """This run's hyper-parameters (``studio run -hp NAME=RANGE``), e.g. ``{"lr": 0.01}``.
+
+    The same values reach the script as ``--NAME VALUE`` arguments; this is for scripts that
+    would rather not parse them. Outside ``studio run``, and for a run without ``-hp``, ``{}``.
+    """
+    try:
+        return dict(_handoff().hyperparameters)
+    except NotUnderStudio:
+        return {}
 
 
 def get_run_id() -> Optional[str]:

@@ -28,7 +28,7 @@ __all__ = ["Config", "load_config", "parse_duration", "parse_size", "resolve_sto
 
 _LONGEST = 100 * 365 * 86400.0  # seconds: a duration past this is a typo, and inf breaks timers
 _LARGEST = 1 << 60  # bytes (1 EiB)
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _VARIABLE = re.compile(r"\$(?:\{([^}]*)\}|([A-Za-z_][A-Za-z0-9_]*)|(\$))")
 _STORE_OPTIONS = frozenset({
@@ -86,7 +86,7 @@ class Config:
 
 
 def parse_duration(value: object, what: str = "duration", allow_zero: bool = False) -> float:
-    """Seconds from ``90``, ``10s``, ``2m``, ``1.5h`` or ``500ms`` (``0s`` only with ``allow_zero``)."""
+    """Seconds from ``90``, ``10s``, ``2m``, ``1.5h``, ``1d`` or ``500ms`` (``0s`` only with ``allow_zero``)."""
     def allowed(number: float) -> bool:
         return number >= 0 if allow_zero else number > 0
 
@@ -94,11 +94,11 @@ def parse_duration(value: object, what: str = "duration", allow_zero: bool = Fal
         return float(value)
     match = _DURATION.match(str(value)) if isinstance(value, (str, int, float)) else None
     if not match or not allowed(float(match.group(1))):
-        raise ConfigError(f"{what} {value!r} is not a duration; write e.g. 30s, 2m or 1h")
+        raise ConfigError(f"{what} {value!r} is not a duration; write e.g. 30s, 2m, 1h or 1d")
     number, unit = float(match.group(1)), match.group(2) or "s"
-    seconds = number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    seconds = number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
     if not seconds < _LONGEST:  # also catches inf from a number with hundreds of digits
-        raise ConfigError(f"{what} {value!r} is too long; write at most 100 years, e.g. 30d as 720h")
+        raise ConfigError(f"{what} {value!r} is too long; write at most 100 years, e.g. 30d")
     return seconds
 
 

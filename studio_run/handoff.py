@@ -28,6 +28,7 @@ class Handoff:
     run_dir: str
     artifacts: dict[str, str] = field(default_factory=dict)
     upload: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)  # this run's ``-hp`` values
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -19,6 +19,7 @@ from .check import check
 from .maintenance import cache, gc, sync
 from .records import delete, get, list_, show
 from .run import run
+from .stop import stop
 from .ui import ui
 
 __all__ = ["cli", "main"]
@@ -36,6 +37,7 @@ def cli(config_path: Optional[str], store: Optional[str]) -> None:
 
 # Commands, in the order `studio --help` lists them (click sorts them by name).
 cli.add_command(run)
+cli.add_command(stop)
 cli.add_command(list_)
 cli.add_command(show)
 cli.add_command(get)

@@ -1,4 +1,5 @@
-"""The option mini-languages as click parameter types: ``DIR:TAG`` and ``EXP/TAG[@VERSION][:ALIAS]``.
+"""The option mini-languages as click parameter types: ``DIR:TAG``, ``EXP/TAG[@VERSION][:ALIAS]``,
+``NAME=RANGE`` (``-hp``) and durations (``2h``).
 
 Parsing lives in ``studio_run.refs`` (no click there); these types only turn its ValueErrors
 into click usage errors, so the rules are tested from a table of valid and
@@ -11,9 +12,12 @@ from typing import Any, Optional
 
 import click
 
+from ..config import parse_duration
+from ..errors import ConfigError
+from ..hyperparams import Value, parse_hyperparam
 from ..refs import ArtifactRef, CaptureSpec, ReuseSpec, check_tag, parse_ref, split_capture
 
-__all__ = ["ARTIFACT_REF", "CAPTURE", "CAPTURE_ONCE", "REUSE"]
+__all__ = ["ARTIFACT_REF", "CAPTURE", "CAPTURE_ONCE", "DURATION", "DURATION_OR_ZERO", "HYPERPARAM", "REUSE"]
 
 
 class _CaptureType(click.ParamType):
@@ -69,7 +73,43 @@ class _ReuseType(click.ParamType):
         return ReuseSpec(ref, alias if sep else ref.tag)
 
 
+class _HyperparamType(click.ParamType):
+    """``NAME=RANGE`` -> (name, values): ``lr=0.1,0.01``, ``layers=2:4``, ``lr=0.01:4l:10``."""
+
+    name = "NAME=RANGE"
+
+    def convert(self, value: Any, param: Optional[click.Parameter],
+                ctx: Optional[click.Context]) -> tuple[str, list[Value]]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return parse_hyperparam(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class _DurationType(click.ParamType):
+    """``30s``, ``10m``, ``2h``, ``1d`` -> seconds (``config.parse_duration``); ``0s`` only
+    with ``allow_zero``."""
+
+    name = "DURATION"
+
+    def __init__(self, allow_zero: bool = False) -> None:
+        self.allow_zero = allow_zero
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value, "duration", allow_zero=self.allow_zero)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 CAPTURE = _CaptureType(urls=False)
 CAPTURE_ONCE = _CaptureType(urls=True)
 ARTIFACT_REF = _RefType()
 REUSE = _ReuseType()
+HYPERPARAM = _HyperparamType()
+DURATION = _DurationType()
+DURATION_OR_ZERO = _DurationType(allow_zero=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..console import format_size
+from ..hyperparams import describe
 from ..redact import redact_args
 from ..store.records import RunRecord, effective_status
 
@@ -130,6 +131,7 @@ def run_json(record: RunRecord) -> dict[str, Any]:
 _RUN_COLUMNS = [Column("experiment", shrink=True, least=10), Column("version", right=True), Column("status"),
                 Column("exit", drop=2, right=True), Column("started", shrink=True, least=11),
                 Column("duration", drop=1, right=True), Column("artifacts", shrink=True, least=9)]
+_PARAMS = Column("params", drop=3, shrink=True, least=8)  # only when a run shown has ``-hp`` values
 
 
 def print_runs(records: list[RunRecord], store_url: str, out: Output = Output("tsv")) -> None:
@@ -143,9 +145,14 @@ def print_runs(records: list[RunRecord], store_url: str, out: Output = Output("t
     short = out.mode == "table" and not out.wide and out.width < 100
     rows = [[r.experiment, str(r.version), effective_status(r, _HOST), "" if r.exit_code is None else str(r.exit_code),
              _when(r.started_at, short), _duration(r), _tags(r)] for r in records]
+    columns = list(_RUN_COLUMNS)
+    if any(r.hyperparameters for r in records):
+        columns.append(_PARAMS)
+        for row, record in zip(rows, records):
+            row.append(describe(record.hyperparameters))
     if out.mode == "table":
         print(_cut(f"runs in {store_url}", out.width) if not out.wide else f"runs in {store_url}")
-    emit_table(out, _RUN_COLUMNS, rows)
+    emit_table(out, columns, rows)
 
 
 def print_experiment(record: RunRecord, runs: list[RunRecord], env: dict[str, Any],
@@ -165,6 +172,8 @@ def print_experiment(record: RunRecord, runs: list[RunRecord], env: dict[str, An
     line(f"  status   {effective_status(record, _HOST)}{code}")
     line(f"  started  {_when(record.started_at)}   ended {_when(record.ended_at)}   took {_duration(record)}")
     line(f"  command  {' '.join(redact_args(record.command))}")
+    if record.hyperparameters:
+        line(f"  params   {describe(record.hyperparameters)}")
     line(f"  host     {record.user}@{record.host}   python {record.python}")
     if record.git_commit:
         dirty = " (dirty: diff recorded)" if record.git_dirty else ""

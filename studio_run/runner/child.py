@@ -19,7 +19,10 @@ import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Optional
 
+from .. import console
 from .signals import STOP_SIGNALS, StopSignals
+from .terminal import Foreground
+from .watchdog import Watchdog, end_group, group_alive
 
 __all__ = ["ChildResult", "run_child"]
 
@@ -41,11 +44,26 @@ def run_child(
     log_lock: threading.Lock,
     signals: StopSignals,
 ) -> ChildResult:
-    """Start ``command``, tee its output into ``log_path``, wait for it, return how it ended."""
+    """Start ``command``, tee its output into ``log_path``, wait for it, return how it ended.
+
+    The script leads its own process group, watched by a ``Watchdog`` (studio's death ends the
+    group) and, at a terminal, given the foreground while it runs. Processes of its group still
+    alive when it ends get SIGTERM, then SIGKILL after the grace period: nothing the script
+    started writes on into its folders after the final capture.
+    """
     with open(log_path, "ab", buffering=0) as log:
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        watchdog = Watchdog.start(signals.grace)
+        try:
+            proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    process_group=0)
+        except BaseException:
+            watchdog.release()
+            raise
+        watchdog.watch(proc.pid)
         assert proc.stdout is not None and proc.stderr is not None
+        foreground = Foreground()
         signals.attach(proc)
+        foreground.give(proc.pid)
         tees = [
             threading.Thread(target=_tee, args=(proc.stdout, _stream(sys.stdout), log, log_lock), daemon=True),
             threading.Thread(target=_tee, args=(proc.stderr, _stream(sys.stderr), log, log_lock), daemon=True),
@@ -55,8 +73,15 @@ def run_child(
         try:
             returncode = proc.wait()
         finally:
+            foreground.take_back()
             received = signals.detach()
-        for tee in tees:  # a grandchild holding the pipe open must not hang studio
+            if group_alive(proc.pid):
+                if not received and signals.stopped_as is None:  # else they were just told to end too
+                    console.warn("the script left processes running; ending them (SIGTERM, then SIGKILL "
+                                 f"after {signals.grace:g} s)")
+                end_group(proc.pid, signals.grace)
+            watchdog.release()
+        for tee in tees:  # a process that left the group and holds the pipe open must not hang studio
             tee.join(timeout=5)
     return _outcome(returncode, received)
 

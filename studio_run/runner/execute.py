@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Optional
 
 from .. import console
 from ..config import Config
@@ -42,8 +42,9 @@ from .environment import git_facts, host_facts, installed_packages
 from .prepare import PreparedRun, check_request, input_repos, prepare, run_dir_of, stamp_origin, warn_links
 from .request import RunRequest
 from .signals import AbandonCapture, StopSignals
+from .stopwatch import LOCAL_POLL, REMOTE_POLL, StopWatch
 
-__all__ = ["DEFAULT_TAGS", "RunRequest", "execute", "run"]
+__all__ = ["DEFAULT_TAGS", "RunRequest", "execute", "run", "run_recorded"]
 
 DEFAULT_TAGS = ("workspace", "output", "modeldir", "tb")
 _FINAL_RETRIES = 8
@@ -51,10 +52,16 @@ _FINAL_RETRIES = 8
 
 def run(config: Config, request: RunRequest) -> int:
     """Run the script as a recorded experiment on this machine; returns studio's exit code."""
+    return run_recorded(config, request)[0]
+
+
+def run_recorded(config: Config, request: RunRequest) -> tuple[int, str]:
+    """``run``, also returning the status the run's record ended with (``stopped``, ...)."""
     check_request(request)  # before the store is opened: a typo writes nothing
     store = open_store(config, connect=False)
     try:
-        return execute(config, store, prepare(config, store, request, publish=False))
+        prepared = prepare(config, store, request, publish=False)
+        return execute(config, store, prepared), prepared.record.status
     finally:
         store.close()
 
@@ -83,13 +90,16 @@ class _Execution:
             raise
         environment = _gather(self._environment)  # packages and git take tens of ms: not on the start path
         with StopSignals(self.config.stop_grace) as signals:
-            result = self._run_script(handoff_path, signals)
+            watch = self._stopwatch(signals)
+            result = self._run_script(handoff_path, signals, watch)
+            stopped_as = signals.stopped_as or (
+                "stopped" if result.interrupted_by and watch.confirm() else None)  # ``studio stop`` here: SIGTERM
             try:
                 self._final_capture()
             except AbandonCapture:
                 for target in self.continuous:
                     self.capturer.problems[target.tag] = ["final capture abandoned (stopped by a repeated signal)"]
-            return self._finish(result, environment)
+            return self._finish(result, environment, stopped_as)
 
     # 1. materialise
     def _materialise(self) -> str:
@@ -111,7 +121,8 @@ class _Execution:
         handoff_path = os.path.join(self.run_dir, "handoff.json")
         self.version = self._version()
         handoff = Handoff(self.record.experiment, self.record.run_id, self.version, self.store.url,
-                          self.run_dir, artifacts, upload=handoff_settings(self.config))
+                          self.run_dir, artifacts, upload=handoff_settings(self.config),
+                          hyperparameters=dict(self.request.hyperparameters))
         write_handoff(handoff_path, handoff)
         return handoff_path
 
@@ -149,16 +160,34 @@ class _Execution:
             console.warn(f"could not record that the run {status} before its script started: {exc}")
 
     # 2. run the script
-    def _run_script(self, handoff_path: str, signals: StopSignals) -> ChildResult:
+    def _stopwatch(self, signals: StopSignals) -> StopWatch:
+        """What ends the script from outside: ``--max-duration``, ``studio stop`` from anywhere."""
+        grace = self.config.stop_grace
+
+        def stop(status: str) -> bool:
+            why = (f"--max-duration {_seconds(self.request.max_duration or 0)} reached" if status == "timed-out"
+                   else "stop requested (studio stop)")
+            stopping = signals.stop(status)
+            if stopping:
+                console.warn(f"{why}: stopping the script (SIGTERM; SIGKILL after {grace:g} s)")
+            return stopping
+
+        return StopWatch(self.store.storage, self.record.experiment, self.record.run_id, stop,
+                         max_duration=self.request.max_duration, connection=self.store.connection,
+                         poll=REMOTE_POLL if self.store.is_remote else LOCAL_POLL)
+
+    def _run_script(self, handoff_path: str, signals: StopSignals, watch: StopWatch) -> ChildResult:
         request = self.request
         env = {**os.environ, **self.config.script_env, "PYTHONUNBUFFERED": "1", ENV_VAR: handoff_path}
         command = [sys.executable] + (["-m", request.module] if request.module else [request.script or ""])
         command += list(request.args)
         self.capturer.start(self.continuous, self.config.capture_interval)
+        watch.start()
         try:
             return run_child(command, cwd=request.cwd, env=env, log_path=self.log_path,
                              log_lock=self.log_lock, signals=signals)
         finally:
+            watch.close()
             self.capturer.stop()
 
     # 3. finish
@@ -166,8 +195,9 @@ class _Execution:
         with console.progress("final capture") as advance:
             self.capturer.capture(self.continuous, retries=_FINAL_RETRIES, progress=advance, publish=False)
 
-    def _finish(self, result: ChildResult, environment: "Future[dict[str, Any]]") -> int:
-        """Record how the run ended and say it; returns studio's exit code."""
+    def _finish(self, result: ChildResult, environment: "Future[dict[str, Any]]", stopped_as: Optional[str]) -> int:
+        """Record how the run ended and say it; returns studio's exit code (for a run stopped
+        or timed out, the script's, or 1 when the script exited 0 all the same)."""
         record, capturer = self.record, self.capturer
         files = collect_files(self.store, self.run_dir)  # what the script sent to fs_tracker.upload_file
         if files.artifact is not None:
@@ -178,11 +208,13 @@ class _Execution:
         self.store.publish_environment(record.experiment, record.run_id, env)
         missing = self._mark_incomplete(files)
         record.exit_code, record.ended_at = result.exit_code, time.time()
-        record.status = _status(result, bool(missing))
+        record.status = stopped_as or _status(result, bool(missing))
         capturer.publish(final=True)
         self._finish_remote()
         self._summary(missing)
         report_undelivered(files)
+        if stopped_as:
+            return result.exit_code or 1
         if (missing or files.undelivered) and result.exit_code == 0:
             return 1
         return result.exit_code
@@ -240,6 +272,13 @@ def _status(result: ChildResult, incomplete: bool) -> str:
     if result.exit_code != 0:
         return "failed"
     return "incomplete" if incomplete else "finished"
+
+
+def _seconds(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _input_kind(tag: str) -> str:

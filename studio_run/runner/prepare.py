@@ -43,7 +43,7 @@ from ..store.store import Store
 from .capturer import Capturer, Target
 from .request import RunRequest
 
-__all__ = ["PreparedRun", "check_request", "input_repos", "prepare", "run_dir_of", "stamp_origin", "warn_links"]
+__all__ = ["PreparedRun", "check_request", "generated_name", "input_repos", "prepare", "run_dir_of", "stamp_origin", "warn_links"]
 
 _CONNECT_WAIT = 3.0  # seconds studio run waits for a remote store before starting without it
 _SLOW_INPUTS = 10.0  # seconds of input snapshot after which the terminal says why the script waits
@@ -85,7 +85,7 @@ def prepare(config: Config, store: Store, request: RunRequest, *, publish: bool 
     urls = UrlInputs(config.home, input_repos(store), lambda scheme: _url_options(config, scheme))
     fetched = urls.fetch([s for s in request.captures_once if s.is_url])  # a bad URL stores nothing
     run_id = new_run_id()
-    record = _new_record(request, request.experiment or _generated_name(run_id), run_id)
+    record = _new_record(request, request.experiment or generated_name(run_id), run_id)
     console.info(f"experiment {record.experiment} (run {run_id}) -> {store.url}")
     capturer = Capturer(store, record, StatCache(config.statcache_path))
     try:
@@ -201,6 +201,7 @@ def _new_record(request: RunRequest, experiment: str, run_id: str) -> RunRecord:
         started_at=time.time(),
         command=shown + redact_args(request.args),  # the script gets the real values; records never do
         script=request.module or request.script or "",
+        hyperparameters=dict(request.hyperparameters),
     )
     stamp_origin(record)
     return record
@@ -302,5 +303,6 @@ class _SlowNotice:
             )
 
 
-def _generated_name(run_id: str) -> str:
+def generated_name(run_id: str) -> str:
+    """The experiment name of a run started without ``-e``: ``exp-<date>-<time>-<hex>``."""
     return "exp-" + run_id[:15].replace("T", "-") + "-" + run_id[-6:]

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
+from ..hyperparams import Value, as_args
 from ..refs import ArtifactRef, CaptureSpec, ReuseSpec
 from ..storage.urls import redact_url
 
@@ -33,6 +34,15 @@ class RunRequest:
     captures_once: tuple[CaptureSpec, ...] = ()
     reuses: tuple[ReuseSpec, ...] = ()
     cwd: str = field(default_factory=os.getcwd)
+    # One point of a ``-hp`` sweep: already in ``args`` as ``--NAME VALUE`` (``with_point``).
+    hyperparameters: Mapping[str, Value] = field(default_factory=dict)
+    max_duration: Optional[float] = None  # seconds the script may run before it is stopped (``timed-out``)
+    lifetime: Optional[float] = None  # seconds a queued run may wait to start (``expired``; the queue enforces it)
+
+    def with_point(self, point: Mapping[str, Value]) -> "RunRequest":
+        """This request for one point of a sweep: ``--NAME VALUE`` appended to the script's
+        arguments and the values kept, for the record and ``fs_tracker.get_hyperparameters``."""
+        return replace(self, args=self.args + tuple(as_args(dict(point))), hyperparameters=dict(point))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: only strings, lists, dicts and None."""
@@ -46,6 +56,9 @@ class RunRequest:
             "captures_once": [_capture_to_dict(c) for c in self.captures_once],
             "reuses": [_reuse_to_dict(r) for r in self.reuses],
             "cwd": self.cwd,
+            "hyperparameters": dict(self.hyperparameters),
+            "max_duration": self.max_duration,
+            "lifetime": self.lifetime,
         }
 
     @classmethod
@@ -63,8 +76,11 @@ class RunRequest:
                 captures_once=tuple(_capture_from_dict(c) for c in data.get("captures_once", ())),
                 reuses=tuple(_reuse_from_dict(r) for r in data.get("reuses", ())),
                 cwd=str(data["cwd"]),
+                hyperparameters=_hyperparameters(data.get("hyperparameters") or {}),
+                max_duration=_seconds(data.get("max_duration")),
+                lifetime=_seconds(data.get("lifetime")),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a run request: {exc}") from None
 
     def resolved(self, cwd: str) -> "RunRequest":
@@ -75,6 +91,21 @@ class RunRequest:
             captures=tuple(c.resolved(cwd) for c in self.captures),
             captures_once=tuple(c.resolved(cwd) for c in self.captures_once),
         )
+
+
+def _hyperparameters(data: Any) -> dict[str, Value]:
+    if not isinstance(data, dict) or not all(isinstance(v, (int, float, str)) and not isinstance(v, bool)
+                                             for v in data.values()):
+        raise TypeError("hyperparameters must map names to numbers or words")
+    return {str(k): v for k, v in data.items()}
+
+
+def _seconds(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise TypeError(f"a duration must be a positive number of seconds, not {value!r}")
+    return float(value)
 
 
 def _capture_to_dict(spec: CaptureSpec) -> dict[str, str]:

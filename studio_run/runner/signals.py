@@ -4,11 +4,12 @@ One handler covers the whole execution, from the script's start until the final 
 written, so that no SIGINT, SIGTERM or SIGHUP ever meets Python's default handler (which would
 end studio in the middle of the final capture).
 
-While the script runs: a Ctrl-C at a terminal reaches the whole foreground process group, the
-script included, so studio does not send it again (a script would get two KeyboardInterrupts).
-A SIGINT sent to studio alone (not from its terminal) and SIGTERM/SIGHUP are forwarded. A
-script still running ``stop_grace`` seconds after a forwarded SIGTERM or SIGHUP is killed with
-SIGKILL, and the terminal says so.
+While the script runs, stop signals studio receives are forwarded to the script's process
+group (the script and everything it started; ``watchdog.py``). A Ctrl-C at a terminal reaches
+the script's group directly (``terminal.py`` gives it the foreground), so studio never sends it
+a second one. A script still running ``stop_grace`` seconds after a forwarded SIGTERM or SIGHUP,
+or after ``stop`` (``studio stop``, ``--max-duration``), is killed with SIGKILL, and the
+terminal says so.
 
 After the script ended, studio is taking the final capture: the first signal only says so on
 the terminal; a second one abandons the capture (``AbandonCapture``), after saying that too.
@@ -45,8 +46,10 @@ class StopSignals:
     def __init__(self, grace: float) -> None:
         self.grace = grace
         self.received: list[int] = []  # signals that arrived while the script ran, in order
+        self.stopped_as: Optional[str] = None  # set by ``stop``: the status the run ends with
         self._late = 0  # signals that arrived after it ended
         self._proc: Optional[subprocess.Popen[bytes]] = None
+        self._attached = False  # a script was attached (``stop`` before it means "as it starts")
         self._timer: Optional[threading.Timer] = None
         self._previous: dict[int, _Handler] = {}
         self._ignored: list[int] = []
@@ -71,6 +74,9 @@ class StopSignals:
         """From now until ``detach``, stop signals are passed to ``proc``."""
         with self._lock:
             self._proc = proc
+            self._attached = True
+            if self.stopped_as is not None:  # ``stop`` came while the script was being started
+                self._forward(proc, signal.SIGTERM)
         for sig in self._ignored:  # the script has inherited SIG_IGN by now
             self._previous[sig] = signal.signal(sig, self._on_signal)
         self._ignored = []
@@ -101,10 +107,29 @@ class StopSignals:
         console.warn(f"{name} again: abandoning the final capture; the run keeps its last complete snapshots")
         raise AbandonCapture()
 
+    def stop(self, status: str) -> bool:
+        """Stop the script as SIGTERM does (SIGKILL after the grace period) and remember why:
+        ``status`` (``stopped``, ``timed-out``) becomes the run's. False when it already ended."""
+        with self._lock:
+            proc = self._proc
+            if proc is None and not self._attached:
+                self.stopped_as = self.stopped_as or status  # ``attach`` stops it as it starts
+                return True
+            if proc is None or proc.poll() is not None:
+                return False
+            if self.stopped_as is None:
+                self.stopped_as = status
+            self._forward(proc, signal.SIGTERM)
+            return True
+
     def _forward(self, proc: "subprocess.Popen[bytes]", signum: int) -> None:
-        if not (signum == signal.SIGINT and _terminal_sent_it()):
+        leader = _leads_group(proc)
+        if not (signum == signal.SIGINT and not leader and _terminal_sent_it()):
             try:
-                proc.send_signal(signum)
+                if leader:
+                    os.killpg(proc.pid, signum)  # the script and every process it started
+                else:
+                    proc.send_signal(signum)
             except ProcessLookupError:
                 pass
         if signum in _ESCALATE_AFTER and self._timer is None:
@@ -119,9 +144,20 @@ class StopSignals:
             console.warn(f"the script is still running {self.grace:g} s after {signal.Signals(signum).name}; "
                          "killing it (SIGKILL)")
             try:
-                proc.kill()
+                if _leads_group(proc):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
             except ProcessLookupError:
                 pass
+
+
+def _leads_group(proc: "subprocess.Popen[bytes]") -> bool:
+    """Whether ``proc`` leads its own process group (then signals go to the whole group)."""
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        return False
 
 
 def _terminal_sent_it() -> bool:
