@@ -10,7 +10,7 @@ never loads them.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import os
 import socket
 import threading
@@ -41,6 +41,21 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _require_extra() -> None:
+    """A one-line error naming the pip command when the ``[ui]`` extra is not installed."""
+    from ..errors import MissingDependencyError
+
+    missing = []
+    for name in _NEEDED:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingDependencyError(f"studio ui needs {', '.join(missing)} (the [ui] extra); "
+                                     "run: pip install 'studio-run[ui]'")
+
+
 def _url_host(host: str) -> str:
     """The host to print in the URL: the machine's name for a wildcard bind."""
     if host in ("0.0.0.0", "::", ""):
@@ -61,11 +76,7 @@ def ui(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
     Binds 127.0.0.1 unless --host says otherwise; then a random token is printed once as
     part of the URL, and the page answers only browsers that opened that URL.
     """
-    from ..errors import MissingDependencyError
-
-    missing = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
-    if missing:
-        raise MissingDependencyError(f"studio ui needs {', '.join(missing)}; run: pip install 'studio-run[ui]'")
+    _require_extra()
     import uvicorn
 
     from ..store.runindex import RunIndex
