@@ -11,30 +11,30 @@ a captured HTML file must never run as a page of this server.
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from ..errors import NotFoundError, UnsafePathError
-from ..store.archive import iter_file, iter_tar
+from ..store.archive import GZIP_LEVEL, iter_file, iter_tar
 from .context import context_of, not_found, record_of
 from .security import safe_path
 
-__all__ = ["GZIP_LEVEL", "file_download", "tar_download", "tar_gz_download"]
+__all__ = ["file_download", "tar_download", "tar_gz_download"]
 
-# Level 1: measured 76 MB/s against 48 MB/s for tarfile's default 9, for files only slightly larger.
-GZIP_LEVEL = 1
 _FORMATS = {"tar.gz": ("application/gzip", GZIP_LEVEL), "tar": ("application/x-tar", None)}
 
 
-def _started(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """``chunks`` with the first one already produced (so a missing thing raises here, as a 404)."""
+def _started(open_chunks: Callable[[], Iterator[bytes]]) -> Iterator[bytes]:
+    """The chunks ``open_chunks`` gives, with the first one already produced (so a missing thing
+    raises here, as a 404)."""
     try:
+        chunks = iter(open_chunks())
         first = next(chunks)
     except StopIteration:
-        return iter(())
+        return iter(())  # an empty file
     except (NotFoundError, UnsafePathError) as exc:
         raise not_found(str(exc)) from None
     return itertools.chain((first,), chunks)
@@ -69,7 +69,7 @@ def _artifact_download(request: Request, fmt: str) -> StreamingResponse:
     if art is None or not art.digest:
         raise not_found(f"the run has no artifact {tag}")
     media, level = _FORMATS[fmt]
-    chunks = _started(iter(iter_tar(context.store, record, tag, gzip_level=level)))
+    chunks = _started(lambda: iter_tar(context.store, record, tag, gzip_level=level))
     name = f"{record.experiment}-v{record.version}-{tag}.{fmt}"
     return StreamingResponse(chunks, media_type=media, headers=_attachment(name))
 
@@ -82,6 +82,6 @@ def file_download(request: Request) -> StreamingResponse:
     path = safe_path(request.path_params["path"])
     if path is None or tag not in record.artifacts or not record.artifacts[tag].digest:
         raise not_found("no such file")
-    chunks = _started(iter(iter_file(context.store, record, tag, path)))
+    chunks = _started(lambda: iter_file(context.store, record, tag, path))
     return StreamingResponse(chunks, media_type="application/octet-stream",
                              headers=_attachment(path.rsplit("/", 1)[-1]))

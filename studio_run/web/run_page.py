@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from .. import console
+from ..errors import NotFoundError
 from ..redact import redact_args, redact_text
 from ..store.archive import list_tree
 from ..store.records import TERMINAL, DamagedRecordError, RunRecord, effective_status
@@ -77,5 +78,8 @@ def tree_fragment(request: Request) -> HTMLResponse:
     prefix = request.query_params.get("path", "")
     if prefix and safe_path(prefix) is None:
         raise not_found("no such folder")
-    entries = list_tree(context.store, record, tag, prefix)
+    try:
+        entries = list_tree(context.store, record, tag, prefix)
+    except NotFoundError as exc:
+        raise not_found(str(exc)) from None
     return render(request, "_tree.html", record=record, tag=tag, prefix=prefix, entries=entries)
