@@ -9,7 +9,6 @@ never loads them.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import socket
@@ -85,8 +84,8 @@ def ui(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
 
     store = open_store(ctx, read_only=True)
     guard = Guard.for_bind(host)
-    cache = os.path.join(store.config.home, "ui-index", hashlib.sha256(store.url.encode()).hexdigest()[:16])
-    app = build_app(store, guard, RunIndex(store, cache), socket.gethostname())
+    index = RunIndex(store, os.path.join(store.config.home, "index"))
+    app = build_app(store, guard, index, socket.gethostname())
     sock = _listening_socket(host, port)
     url = guard.sign_in_url(f"http://{_url_host(host)}:{sock.getsockname()[1]}")
     click.echo(f"studio ui: {store.url} at {url}  (Ctrl-C stops it)")
@@ -98,6 +97,7 @@ def ui(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
         server.run(sockets=[sock])
     finally:
         sock.close()
+        index.close()
         store.close()
 
 

@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .. import console
+from ..errors import StudioError
 from ..store.runindex import RunIndex
 from ..store.store import Store
 from .actions import delete_action, stop_action
@@ -92,12 +93,17 @@ class _Guarded:
 
 
 def _refresher(context: Context, stop: threading.Event) -> None:
-    """Keep the index current while the server runs (a failed refresh is retried next time)."""
+    """Keep the index current while the server runs; a failed refresh is retried next time and
+    said once on stderr (pages keep showing the rows last known)."""
+    said = ""
     while True:
         try:
             context.fresh_index(force=True)
-        except Exception as exc:  # noqa: BLE001 - the store may be briefly unreachable; pages say so
-            console.warn(f"studio ui: could not refresh the run index: {exc}")
+            said = ""
+        except (StudioError, OSError) as exc:
+            if str(exc) != said:
+                said = str(exc)
+                console.warn(f"studio ui: could not refresh the run index: {said}")
         if stop.wait(context.refresh_every):
             return
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime
 import re
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import jinja2
@@ -48,20 +46,13 @@ class Context:
     hostname: str
     templates: jinja2.Environment
     refresh_every: float = 2.0
-    ready: threading.Event = field(default_factory=threading.Event)
-    _refreshed: float = 0.0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fresh_index(self, force: bool = False) -> RunIndex:
-        """The run index, refreshed when it is older than ``refresh_every`` (or ``force``):
-        pages never wait on a full scan, only on the changes since the last refresh."""
-        now = time.monotonic()
-        if force or now - self._refreshed >= self.refresh_every:
-            with self._lock:
-                if force or time.monotonic() - self._refreshed >= self.refresh_every:
-                    self.index.refresh()
-                    self._refreshed = time.monotonic()
-                    self.ready.set()
+        """The run index; with ``force``, brought up to date first (after a stop or a delete, so the
+        next page shows it). Otherwise the background refresher keeps it current, and the index
+        itself catches up before a page when that refresher fell behind."""
+        if force:
+            self.index.refresh()
         return self.index
 
 

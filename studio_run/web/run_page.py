@@ -19,12 +19,11 @@ from ..errors import NotFoundError
 from ..redact import redact_args, redact_text
 from ..store.archive import list_tree
 from ..store.records import TERMINAL, DamagedRecordError, RunRecord, effective_status
+from ..store.runindex import RunRow
 from .context import Context, context_of, not_found, record_of, render
 from .security import safe_path
 
 __all__ = ["command_line", "run_page", "tree_fragment", "versions_of"]
-
-_VERSIONS_SHOWN = 500
 
 
 def command_line(record: RunRecord) -> str:
@@ -32,11 +31,9 @@ def command_line(record: RunRecord) -> str:
     return shlex.join(redact_args(list(record.command)))
 
 
-def versions_of(context: Context, experiment: str) -> list[Any]:
-    """Every run of ``experiment`` from the index (newest first; at most 500 shown)."""
-    rows, _total = context.fresh_index().page(offset=0, limit=_VERSIONS_SHOWN, sort="started_at", descending=True,
-                                              experiment=experiment, status=None, host=None, hyper=None)
-    return [row for row in rows if row.experiment == experiment]
+def versions_of(context: Context, experiment: str) -> list[RunRow]:
+    """Every run of ``experiment`` from the index, newest first."""
+    return context.fresh_index().versions(experiment)[::-1]
 
 
 def _environment(context: Context, record: RunRecord) -> dict[str, Any]:
@@ -57,11 +54,11 @@ def run_page(request: Request) -> HTMLResponse:
     context = context_of(request)
     record = record_of(context, request.path_params["experiment"], request.path_params["run_id"])
     status = effective_status(record, context.hostname)
-    reused_from, reused_by = context.fresh_index().lineage(record.experiment, record.run_id)
+    _used, reused_by = context.fresh_index().lineage(record.experiment, record.run_id)
     return render(
         request, "run.html", record=record, status=status, command=command_line(record),
         env=_environment(context, record), artifacts=sorted(record.artifacts.values(), key=lambda a: a.tag),
-        reused_from=reused_from, reused_by=reused_by, versions=versions_of(context, record.experiment),
+        reused_from=record.reuses, reused_by=reused_by, versions=versions_of(context, record.experiment),
         stoppable=status in ("running", "queued"), deletable=status in TERMINAL or status == "lost",
         duration=(record.ended_at - record.started_at) if record.ended_at and record.started_at else None,
     )

@@ -9,19 +9,17 @@ filtered page can be bookmarked and reloaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from ..store.runindex import SORTS
 from .context import STATUS_CLASSES, context_of, render
 
 __all__ = ["PAGE_SIZE", "RunsQuery", "runs_page"]
 
 PAGE_SIZE = 50
-# URL value -> the index's sort key; the first is the default (newest first).
-SORTS = {"started": "started_at", "duration": "duration", "experiment": "experiment", "status": "status"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,7 @@ class RunsQuery:
     experiment: str = ""
     status: str = ""
     host: str = ""
-    hyper: str = ""  # NAME=VALUE
+    hyper: str = ""  # NAME=VALUE[, NAME=VALUE...]
 
     @classmethod
     def parse(cls, params: dict[str, str]) -> "RunsQuery":
@@ -69,10 +67,11 @@ class RunsQuery:
             return self.url(order="asc" if self.descending else "desc", page=1)
         return self.url(sort=column, order="asc" if column == "experiment" else "desc", page=1)
 
-    def hyper_filter(self) -> Optional[tuple[str, str]]:
-        """The hyper-parameter filter as (name, value), or None."""
-        name, eq, value = self.hyper.partition("=")
-        return (name.strip(), value.strip()) if eq and name.strip() else None
+    def hyper_filter(self) -> dict[str, str]:
+        """The hyper-parameter filter, ``lr=0.01, bs=32`` -> ``{"lr": "0.01", "bs": "32"}`` (parts
+        without ``=`` are ignored)."""
+        pairs = (part.partition("=") for part in self.hyper.split(","))
+        return {name.strip(): value.strip() for name, eq, value in pairs if eq and name.strip()}
 
 
 def runs_page(request: Request) -> HTMLResponse:
@@ -80,12 +79,16 @@ def runs_page(request: Request) -> HTMLResponse:
     context = context_of(request)
     query = RunsQuery.parse(dict(request.query_params))
     index = context.fresh_index()
-    rows, total = index.page(
-        offset=(query.page - 1) * PAGE_SIZE, limit=PAGE_SIZE, sort=SORTS[query.sort], descending=query.descending,
-        experiment=query.experiment or None, status=query.status or None, host=query.host or None,
-        hyper=query.hyper_filter(),
-    )
+    rows, total = index.page(offset=(query.page - 1) * PAGE_SIZE, limit=PAGE_SIZE, sort=query.sort,
+                             descending=query.descending, experiment=query.experiment, status=query.status,
+                             host=query.host, hyper=query.hyper_filter())
     pages = max(1, -(-total // PAGE_SIZE))
     fragment = request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "runs"
     return render(request, "_runs_table.html" if fragment else "runs.html", rows=rows, total=total,
-                  query=query, pages=pages, page_size=PAGE_SIZE, statuses=sorted(STATUS_CLASSES))
+                  query=query, pages=pages, page_size=PAGE_SIZE, choices=_choices(index.choices()))
+
+
+def _choices(known: dict[str, list[str]]) -> dict[str, list[str]]:
+    """What the filter inputs offer: every status studio knows, the hosts and names in the index."""
+    return {"status": sorted(set(STATUS_CLASSES) | set(known.get("status", []))),
+            "host": known.get("host", []), "names": known.get("names", [])}
