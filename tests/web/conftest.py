@@ -50,9 +50,10 @@ class Home:
     def env(self) -> dict[str, str]:
         return studio_env(self.home)
 
-    def run(self, experiment: str, *args: str) -> str:
-        """``studio run -e EXPERIMENT -c out:model train.py ARGS``; returns the new run id."""
-        proc = studio("run", "-e", experiment, "-c", "out:model", "train.py", *args, home=self.home, cwd=self.work)
+    def run(self, experiment: str, *args: str, options: tuple[str, ...] = ()) -> str:
+        """``studio run -e EXPERIMENT -c out:model OPTIONS train.py ARGS``; returns the new run id."""
+        proc = studio("run", "-e", experiment, "-c", "out:model", *options, "train.py", *args,
+                      home=self.home, cwd=self.work)
         assert proc.returncode == 0, proc.stderr
         listed = studio("list", "--json", "-a", experiment, home=self.home)
         assert listed.returncode == 0, listed.stderr
