@@ -12,10 +12,16 @@ final record never changes except by being deleted, which the listing shows. The
 interface lists keys without their metadata, so a changed record is found by its status, not by
 a modification time: a store-wide listing with times would cost a ``HEAD`` per key on S3.
 
-A record that cannot be read (``DamagedRecordError``) is left out and remembered (``damaged``),
-and read again at the next refresh in case it was restored. Refreshes happen on demand
-(``refresh``) and before a page when the last one is older than ``max_age`` seconds; a store
-that does not answer then leaves the last known rows in place (``last_error`` says why).
+Records are read newest first and committed in batches, so the first page of a store never
+indexed before shows once its newest hundred runs are in (``indexing`` says how far the rest
+is). A record that cannot be read (``DamagedRecordError``) is left out and remembered
+(``damaged``), and read again at the next refresh in case it was restored.
+
+Refreshes happen on demand (``refresh``, synchronous) and, for every read, when the last one
+is older than ``max_age`` seconds: in a background thread that the read waits for up to
+``wait`` seconds, so a page never waits long on a slow listing (it then shows the runs as of
+the previous refresh, at most a few seconds old). A store that does not answer leaves the last
+known rows in place (``last_error`` says why).
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
-from ..errors import NotFoundError, StoreError, UsageError
+from ..errors import NotFoundError, StudioError, UsageError
 from .records import TERMINAL, DamagedRecordError, RunRecord, effective_status
 from .store import Store
 
@@ -46,6 +52,8 @@ SORTS = {
 }
 _SCHEMA = "1"
 _READERS = 8  # records read at once during a refresh (round trips on a remote store)
+_FIRST_BATCH = 100  # records read and committed before the first page of an empty index is shown
+_BATCH = 2000
 _HOST = socket.gethostname()
 _COLUMNS = "experiment, run_id, version, status, exit_code, started_at, ended_at, duration, host, artifacts, hyper"
 _TABLES = """
@@ -102,18 +110,41 @@ def _hyper_text(value: Any) -> tuple[str, Optional[float]]:
     return text, number
 
 
+class _Refresh:
+    """One refresh under way in the background, as pages waiting on it see it."""
+
+    def __init__(self) -> None:
+        self.first_batch = threading.Event()  # its newest records are in the index (or it ended)
+        self.done = threading.Event()
+        self.read = 0
+        self.total = 0
+
+
+def _batches(count: int) -> Iterator[int]:
+    """Sizes of the batches a refresh reads and commits: a small first one, then larger."""
+    done, size = 0, _FIRST_BATCH
+    while done < count:
+        yield min(size, count - done)
+        done += size
+        size = _BATCH
+
+
 class RunIndex:
     """The runs of one store, indexed in ``cache_dir`` (a SQLite file named after the store URL)."""
 
-    def __init__(self, store: Store, cache_dir: str, *, max_age: float = 5.0) -> None:
+    def __init__(self, store: Store, cache_dir: str, *, max_age: float = 5.0, wait: float = 0.5) -> None:
         self.store = store
         self.max_age = max_age
+        self.wait = wait
         self.last_error = ""  # why the last automatic refresh failed ("" when it did not)
         os.makedirs(cache_dir, exist_ok=True)
         name = hashlib.sha256(store.url.encode()).hexdigest()[:16]
         self.path = os.path.join(cache_dir, f"runs-{name}.sqlite")
-        self._lock = threading.RLock()
-        self._refreshed = -float("inf")  # monotonic time of the last refresh by this process
+        self._lock = threading.RLock()  # the connection, and what refreshes share with pages
+        self._refreshing = threading.Lock()  # one refresh at a time
+        self._current: Optional[_Refresh] = None  # the last refresh started in the background
+        self._closing = False
+        self._refreshed = -float("inf")  # monotonic time at which the last complete refresh started
         self._db = self._open()
 
     # -- the file -------------------------------------------------------------------------------
@@ -142,37 +173,57 @@ class RunIndex:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Close the index file."""
-        with self._lock:
+        """Stop a background refresh (after its current batch) and close the index file."""
+        self._closing = True
+        with self._refreshing, self._lock:
             self._db.close()
 
     # -- refreshing --------------------------------------------------------------------------
     def refresh(self) -> int:
-        """Bring the index up to date with the store; returns how many records were read.
+        """Bring the index up to date with the store now; returns how many records were read.
 
         Store errors (unreachable, refused) are raised; the index keeps what it had.
         """
+        with self._refreshing:
+            return self._refresh(None)
+
+    def _refresh(self, run: Optional["_Refresh"]) -> int:
+        """One listing, then the records to read, newest first, committed in batches: the newest
+        runs are on a page long before the ten-thousandth record of a first build is read."""
+        started = time.monotonic()
+        listed = self.store.records.all_runs()
+        wanted = {(name, rid): version for name, ids in listed.items() for version, rid in enumerate(ids, 1)}
         with self._lock:
-            listed = self.store.records.all_runs()
-            wanted = {(name, rid): version for name, ids in listed.items() for version, rid in enumerate(ids, 1)}
             known = {(e, r): (stored, version) for e, r, stored, version in
                      self._db.execute("SELECT experiment, run_id, stored, version FROM runs")}
             damaged = {(e, r) for e, r in self._db.execute("SELECT experiment, run_id FROM damaged")}
-            to_read = [key for key in wanted if key not in known or known[key][0] not in TERMINAL]
-            records, broken = self._read(to_read, wanted)
-            gone = [key for key in known if key not in wanted] + [key for key in damaged if key not in wanted]
-            moved = [(version, *key) for key, version in wanted.items()
-                     if key in known and key not in records and known[key][1] != version]
-            self._write(records, gone, moved, broken, missing=[k for k in to_read if k not in records
-                                                                and k not in broken])
-            self._refreshed = time.monotonic()
-            self.last_error = ""
-            return len(to_read)
+        to_read = sorted((key for key in wanted if key not in known or known[key][0] not in TERMINAL),
+                         key=lambda key: (key[1], key[0]), reverse=True)  # run ids sort by start time
+        gone = [key for key in known if key not in wanted] + [key for key in damaged if key not in wanted]
+        moved = [(version, *key) for key, version in wanted.items()
+                 if key in known and key not in to_read and known[key][1] != version]
+        self._write({}, gone, moved, set(), [])
+        if run is not None:
+            run.total = len(to_read)
+        done = 0
+        for size in _batches(len(to_read)):
+            batch = to_read[done:done + size]
+            records, broken = self._read(batch, wanted)
+            self._write(records, [], [], broken, [k for k in batch if k not in records and k not in broken])
+            done += size
+            if run is not None:
+                run.read = done
+                run.first_batch.set()
+                if self._closing:
+                    return done
+        self._refreshed = started
+        self.last_error = ""
+        return len(to_read)
 
     def _read(
         self, keys: list[tuple[str, str]], versions: dict[tuple[str, str], int]
     ) -> tuple[dict[tuple[str, str], RunRecord], set[tuple[str, str]]]:
-        """Read records (several at once: each is a round trip on a remote store)."""
+        """Read records; on a remote store several at once (each one is a round trip)."""
 
         def one(key: tuple[str, str]) -> Any:
             try:
@@ -182,10 +233,10 @@ class RunIndex:
             except NotFoundError:  # deleted since the listing
                 return None
 
-        if len(keys) > 32:
+        if self.store.is_remote and len(keys) > 1:
             with ThreadPoolExecutor(_READERS, thread_name_prefix="studio-runindex") as pool:
                 results = list(pool.map(one, keys))
-        else:
+        else:  # local reads are bound by parsing (the GIL): threads would only add switching
             results = [one(key) for key in keys]
         records = {key: r for key, r in zip(keys, results) if isinstance(r, RunRecord)}
         broken = {key for key, r in zip(keys, results) if r == "damaged"}
@@ -199,40 +250,69 @@ class RunIndex:
         broken: set[tuple[str, str]],
         missing: list[tuple[str, str]],
     ) -> None:
-        """Apply one refresh in one transaction (other readers see the index before or after)."""
-        db = self._db
+        """Apply part of a refresh in one transaction (readers see the index before or after)."""
         drop = gone + missing + list(broken) + list(records)
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for table in ("runs", "hyper", "reuses"):
-                db.executemany(f"DELETE FROM {table} WHERE experiment=? AND run_id=?", drop)
-            db.executemany("DELETE FROM damaged WHERE experiment=? AND run_id=?", gone + missing + list(records))
-            db.executemany("INSERT OR IGNORE INTO damaged VALUES (?, ?)", list(broken))
-            db.executemany("UPDATE runs SET version=? WHERE experiment=? AND run_id=?", moved)
-            db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                           [_row(r) for r in records.values()])
-            db.executemany("INSERT OR REPLACE INTO hyper VALUES (?,?,?,?,?)",
-                           [(r.experiment, r.run_id, str(name), *_hyper_text(value))
-                            for r in records.values() for name, value in r.hyperparameters.items()])
-            db.executemany("INSERT INTO reuses VALUES (?,?,?,?)",
-                           [(r.experiment, r.run_id, u.experiment, u.run_id) for r in records.values()
-                            for u in r.reuses])
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        if not drop and not moved:
+            return
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for table in ("runs", "hyper", "reuses"):
+                    db.executemany(f"DELETE FROM {table} WHERE experiment=? AND run_id=?", drop)
+                db.executemany("DELETE FROM damaged WHERE experiment=? AND run_id=?", gone + missing + list(records))
+                db.executemany("INSERT OR IGNORE INTO damaged VALUES (?, ?)", list(broken))
+                db.executemany("UPDATE runs SET version=? WHERE experiment=? AND run_id=?", moved)
+                db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                               [_row(r) for r in records.values()])
+                db.executemany("INSERT OR REPLACE INTO hyper VALUES (?,?,?,?,?)",
+                               [(r.experiment, r.run_id, str(name), *_hyper_text(value))
+                                for r in records.values() for name, value in r.hyperparameters.items()])
+                db.executemany("INSERT INTO reuses VALUES (?,?,?,?)",
+                               [(r.experiment, r.run_id, u.experiment, u.run_id) for r in records.values()
+                                for u in r.reuses])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def refresh_if_stale(self) -> None:
-        """Refresh when the last refresh is older than ``max_age``; a store that fails to answer
-        leaves the index as it was (``last_error`` says why)."""
+        """What every read does first: when the last refresh is older than ``max_age``, start one
+        in the background and wait for it up to ``wait`` seconds (a first build of an empty index:
+        until its newest records are in). A store that fails to answer leaves the index as it
+        was; ``last_error`` says why."""
         with self._lock:
             if time.monotonic() - self._refreshed < self.max_age:
                 return
-            try:
-                self.refresh()
-            except (StoreError, OSError) as exc:
+            run = self._current
+            if run is None or run.done.is_set():
+                run = self._current = _Refresh()
+                threading.Thread(target=self._background, args=(run,), name="studio-runindex-refresh",
+                                 daemon=True).start()
+            empty = self._db.execute("SELECT 1 FROM runs LIMIT 1").fetchone() is None
+        if empty:
+            run.first_batch.wait()
+        run.done.wait(self.wait)
+
+    def _background(self, run: "_Refresh") -> None:
+        try:
+            with self._refreshing:
+                if time.monotonic() - self._refreshed >= self.max_age:  # not refreshed while waiting
+                    self._refresh(run)
+        except (StudioError, OSError, sqlite3.Error) as exc:
+            self.last_error = str(exc)
+            with self._lock:
                 self._refreshed = time.monotonic()  # try again after max_age, not on every page
-                self.last_error = str(exc)
+        finally:
+            run.first_batch.set()
+            run.done.set()
+
+    def indexing(self) -> Optional[tuple[int, int]]:
+        """``(read, to read)`` while a refresh is reading records (a page may then be partial)."""
+        run = self._current
+        if run is None or run.done.is_set() or not run.total:
+            return None
+        return run.read, run.total
 
     # -- reading --------------------------------------------------------------------------------
     def page(

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -54,6 +55,13 @@ def _fill(store: Store, count: int) -> list[RunRecord]:
     return records
 
 
+def _index(store: Store, cache: str) -> RunIndex:
+    """An index brought up to date now, that pages do not refresh again by themselves."""
+    index = RunIndex(store, cache, max_age=3600)
+    index.refresh()
+    return index
+
+
 def _key(row: RunRow) -> tuple[str, str]:
     return row.experiment, row.run_id
 
@@ -87,7 +95,7 @@ def test_pages_cover_every_run_newest_first_with_studio_list_versions(tmp_path, 
 
 def test_sorts_ascending_and_descending(tmp_path, store):
     records = _fill(store, 200)
-    index = RunIndex(store, str(tmp_path / "cache"))
+    index = _index(store, str(tmp_path / "cache"))
     by_duration = _all_pages(index, sort="duration", descending=True)
     durations = [r.duration for r in by_duration]
     done = [d for d in durations if d is not None]
@@ -108,7 +116,7 @@ def test_sorts_ascending_and_descending(tmp_path, store):
 
 def test_filters(tmp_path, store):
     records = _fill(store, 240)
-    index = RunIndex(store, str(tmp_path / "cache"))
+    index = _index(store, str(tmp_path / "cache"))
 
     def expect(rows: list[RunRow], wanted: list[RunRecord]) -> None:
         assert sorted(map(_key, rows)) == sorted((r.experiment, r.run_id) for r in wanted)
@@ -135,7 +143,7 @@ def test_filters(tmp_path, store):
 def test_refresh_reads_only_new_and_unfinished_records(tmp_path, store):
     records = _fill(store, 120)
     cache = str(tmp_path / "cache")
-    index = RunIndex(store, cache)
+    index = RunIndex(store, cache, max_age=3600)
     assert index.refresh() == 120
     unfinished = sum(1 for r in records if r.status == "queued")
     assert index.refresh() == unfinished
@@ -149,19 +157,19 @@ def test_refresh_reads_only_new_and_unfinished_records(tmp_path, store):
     row = index.run(queued.experiment, queued.run_id)
     assert row is not None and row.status == "finished" and row.duration == 5
     assert [r.version for r in index.versions("zeta")] == [1, 2, 3]
-    again = RunIndex(store, cache)  # a restart keeps what the file holds
+    again = RunIndex(store, cache, max_age=3600)  # a restart keeps what the file holds
     assert again.refresh() == unfinished - 1 + sum(1 for r in new if r.status == "queued")
     assert again.page()[1] == 123
 
 
 def test_deletions_are_reflected_and_versions_renumbered(tmp_path, store):
     records = _fill(store, 100)
-    index = RunIndex(store, str(tmp_path / "cache"), max_age=0)
-    index.refresh()
+    index = _index(store, str(tmp_path / "cache"))
     store.records.delete_experiment("gamma")
     gammas = sum(1 for r in records if r.experiment == "gamma")
     alphas = sorted((r for r in records if r.experiment == "alpha"), key=lambda r: r.run_id)
     store.storage.delete(store.records.record_key("alpha", alphas[0].run_id))
+    index.refresh()
     rows, total = index.page(limit=1000)
     assert total == 100 - gammas - 1
     assert not any(r.experiment == "gamma" for r in rows)
@@ -177,11 +185,12 @@ def test_a_damaged_record_is_skipped_and_comes_back_when_restored(tmp_path, stor
     key = store.records.record_key(victim.experiment, victim.run_id)
     good = store.storage.read_bytes(key)
     store.storage.write_bytes(key, b'{"experiment": "alpha", "run_id"')
-    index = RunIndex(store, str(tmp_path / "cache"), max_age=0)
+    index = _index(store, str(tmp_path / "cache"))
     rows, total = index.page(limit=100)
     assert total == 59 and (victim.experiment, victim.run_id) not in map(_key, rows)
     assert index.damaged() == [key]
     store.storage.write_bytes(key, good)
+    index.refresh()
     rows, total = index.page(limit=100)
     assert total == 60 and index.damaged() == []
     assert index.run(victim.experiment, victim.run_id).version == next(
@@ -198,7 +207,7 @@ def test_a_dead_runner_on_this_host_shows_as_lost(tmp_path, store):
                         exit_code=None)
     for record in (lost, alive, elsewhere):
         store.records.write(record)
-    index = RunIndex(store, str(tmp_path / "cache"))
+    index = _index(store, str(tmp_path / "cache"))
     rows, _total = index.page(status="lost")
     assert [r.run_id for r in rows] == [lost.run_id]
     assert sorted(r.run_id for r in index.page(status="running")[0]) == sorted([alive.run_id, elsewhere.run_id])
@@ -211,7 +220,7 @@ def test_lineage_both_ways(tmp_path, store):
                                         ReuseRecord("more", "prep", "t1", source.run_id, 1, "ef" * 32)])
     for record in (source, user, again, _record(4, "other")):
         store.records.write(record)
-    index = RunIndex(store, str(tmp_path / "cache"))
+    index = _index(store, str(tmp_path / "cache"))
     used, users = index.lineage("prep", source.run_id)
     assert used == [] and [(r.experiment, r.run_id, r.version) for r in users] == [
         ("train", user.run_id, 1), ("train", again.run_id, 2)]
@@ -227,7 +236,7 @@ def test_a_damaged_index_file_is_rebuilt(tmp_path, store):
     index.close()
     for name in os.listdir(cache):
         (cache / name).write_bytes(b"this is not a database" * 100)
-    rebuilt = RunIndex(store, str(cache))
+    rebuilt = RunIndex(store, str(cache), max_age=3600)
     assert rebuilt.refresh() == 20 and rebuilt.page()[1] == 20
 
 
@@ -235,8 +244,8 @@ def test_each_store_has_its_own_index_file(tmp_path, store):
     _fill(store, 5)
     other = open_store(Config(home=str(tmp_path / "home2"), store=str(tmp_path / "store2"), fsync=False))
     cache = str(tmp_path / "cache")
-    assert RunIndex(store, cache).page()[1] == 5
-    assert RunIndex(other, cache).page()[1] == 0
+    assert _index(store, cache).page()[1] == 5
+    assert _index(other, cache).page()[1] == 0
     assert len([n for n in os.listdir(cache) if n.endswith(".sqlite")]) == 2
 
 
@@ -246,11 +255,32 @@ def test_on_s3(tmp_path, s3_server, fake_aws_env):
                               fsync=False))
     try:
         records = _fill(store, 60)
-        index = RunIndex(store, str(tmp_path / "cache"), max_age=0)
+        index = _index(store, str(tmp_path / "cache"))
         rows = _all_pages(index, limit=25)
         assert [(r.experiment, r.run_id, r.version) for r in rows] == [
             (r.experiment, r.run_id, r.version) for r in store.records.latest()]
         store.records.delete_experiment("alpha")
+        index.refresh()
         assert index.page()[1] == 60 - sum(1 for r in records if r.experiment == "alpha")
     finally:
         store.close()
+
+
+def _eventually(condition, what: str, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.05)
+
+
+def test_pages_refresh_by_themselves_newest_runs_first(tmp_path, store):
+    records = _fill(store, 300)
+    newest = sorted(records, key=lambda r: r.run_id, reverse=True)
+    index = RunIndex(store, str(tmp_path / "cache"), max_age=0, wait=0)
+    page, _total = index.page()  # an empty index: waits for the newest records, not for all
+    assert [r.run_id for r in page] == [r.run_id for r in newest[:50]]
+    _eventually(lambda: index.page()[1] == 300 and index.indexing() is None, "all 300 runs indexed")
+    late = _record(5000, "late")
+    store.records.write(late)
+    _eventually(lambda: index.page()[0][0].run_id == late.run_id, "the new run on the first page")
+    assert index.last_error == ""
