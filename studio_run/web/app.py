@@ -2,7 +2,7 @@
 
 ``build_app`` only wires: the page modules (``runs``, ``run_page``, ``logs``, ``downloads``,
 ``actions``, ``compare``) do the work through the store, ``security`` holds the rules. The run
-index is refreshed in the background while the server runs, so no page request pays for a scan.
+index refreshes itself in the background (``store.runindex``), so no page request pays for a scan.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import console
-from ..errors import StudioError
 from ..store.runindex import RunIndex
 from ..store.store import Store
 from .actions import delete_action, stop_action
@@ -92,22 +90,6 @@ class _Guarded:
                                  "that `studio ui` printed when it started\n", status_code=403)
 
 
-def _refresher(context: Context, stop: threading.Event) -> None:
-    """Keep the index current while the server runs; a failed refresh is retried next time and
-    said once on stderr (pages keep showing the rows last known)."""
-    said = ""
-    while True:
-        try:
-            context.fresh_index(force=True)
-            said = ""
-        except (StudioError, OSError) as exc:
-            if str(exc) != said:
-                said = str(exc)
-                console.warn(f"studio ui: could not refresh the run index: {said}")
-        if stop.wait(context.refresh_every):
-            return
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if request.headers.get("hx-request") == "true":
@@ -119,19 +101,16 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def build_app(store: Store, guard: Guard, index: RunIndex, hostname: str, refresh_every: float = 2.0) -> Starlette:
-    """The ``studio ui`` application over ``store``; the index refreshes every ``refresh_every`` s."""
-    context = Context(store, guard, index, hostname, template_environment(), refresh_every)
-    stop = threading.Event()
+def build_app(store: Store, guard: Guard, index: RunIndex, hostname: str) -> Starlette:
+    """The ``studio ui`` application over ``store``, its runs table answered by ``index`` (which
+    refreshes itself when a page finds it older than its ``max_age``)."""
+    context = Context(store, guard, index, hostname, template_environment())
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        thread = threading.Thread(target=_refresher, args=(context, stop), name="studio-ui-index", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
+        # Start bringing the index up to date now, so the first page finds it (nearly) ready.
+        threading.Thread(target=index.refresh_if_stale, name="studio-ui-index", daemon=True).start()
+        yield
 
     run = "/runs/{experiment}/{run_id}"
     routes = [

@@ -45,12 +45,10 @@ class Context:
     index: RunIndex
     hostname: str
     templates: jinja2.Environment
-    refresh_every: float = 2.0
 
     def fresh_index(self, force: bool = False) -> RunIndex:
         """The run index; with ``force``, brought up to date first (after a stop or a delete, so the
-        next page shows it). Otherwise the background refresher keeps it current, and the index
-        itself catches up before a page when that refresher fell behind."""
+        next page shows it). Otherwise the index refreshes itself when a read finds it stale."""
         if force:
             self.index.refresh()
         return self.index

@@ -85,7 +85,8 @@ def runs_page(request: Request) -> HTMLResponse:
     pages = max(1, -(-total // PAGE_SIZE))
     fragment = request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "runs"
     return render(request, "_runs_table.html" if fragment else "runs.html", rows=rows, total=total,
-                  query=query, pages=pages, page_size=PAGE_SIZE, choices=_choices(index.choices()))
+                  query=query, pages=pages, page_size=PAGE_SIZE, choices=_choices(index.choices()),
+                  indexing=index.indexing(), index_error=index.last_error)
 
 
 def _choices(known: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -28,7 +28,7 @@ def _client(home: Home, bind: str = "127.0.0.1", base_url: str = LOOPBACK) -> Te
     config = load_config(None, env=home.env())
     store = open_store(config)
     app = build_app(store, Guard.for_bind(bind), RunIndex(store, os.path.join(home.home, "index")),
-                    socket.gethostname(), refresh_every=0.2)
+                    socket.gethostname())
     return TestClient(app, base_url=base_url, follow_redirects=False)
 
 
