@@ -84,7 +84,7 @@ def ui(ctx: click.Context, port: int, host: str, open_browser: bool) -> None:
 
     store = open_store(ctx, read_only=True)
     guard = Guard.for_bind(host)
-    index = RunIndex(store, os.path.join(store.config.home, "index"), max_age=2.0)
+    index = RunIndex(store, os.path.join(store.config.home, "index"), max_age=5.0, wait=0.0)
     app = build_app(store, guard, index, socket.gethostname())
     sock = _listening_socket(host, port)
     url = guard.sign_in_url(f"http://{_url_host(host)}:{sock.getsockname()[1]}")

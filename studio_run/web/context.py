@@ -100,6 +100,8 @@ def template_environment() -> jinja2.Environment:
     env.filters["size"] = lambda n: "" if n is None else format_size(int(n))
     env.filters["when"] = _when
     env.filters["duration"] = _duration
+    for name in env.list_templates(extensions=["html"]):
+        env.get_template(name)  # compiled now, at start, rather than by the first page that needs it
     return env
 
 

@@ -42,3 +42,16 @@ def test_studio_help_and_ui_help_load_no_web_library() -> None:
         assert not {"starlette", "uvicorn", "jinja2", "fastapi"} & loaded, argv
         if argv == ["ui", "--help"]:
             assert "--host" in out.stdout and "sign-in token" in out.stdout
+
+
+def test_the_page_benchmark_runs_end_to_end(tmp_path) -> None:
+    """benchmarks/ui_page_bench.py on a small store: exit 0 and every row in its table (not the times)."""
+    out = tmp_path / "ui_page.md"
+    proc = subprocess.run([sys.executable, "benchmarks/ui_page_bench.py", "--runs", "120", "--reps", "1",
+                           "--workdir", str(tmp_path), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = out.read_text()
+    assert "| first page after start, no index yet (first start on the store) |" in table
+    assert table.count("| warm: ") == 6
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("studio-uipage-")]
