@@ -59,7 +59,8 @@ def run_child(
         except BaseException:
             watchdog.release()
             raise
-        watchdog.watch(proc.pid)
+        if not watchdog.watch(proc.pid):
+            console.warn("studio's watchdog is gone: if studio dies, the script's processes are not ended")
         assert proc.stdout is not None and proc.stderr is not None
         foreground = Foreground()
         signals.attach(proc)

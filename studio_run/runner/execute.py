@@ -93,7 +93,7 @@ class _Execution:
             watch = self._stopwatch(signals)
             result = self._run_script(handoff_path, signals, watch)
             stopped_as = signals.stopped_as or (
-                "stopped" if result.interrupted_by and watch.confirm() else None)  # ``studio stop`` here: SIGTERM
+                "stopped" if (result.interrupted_by or signals.received) and watch.confirm() else None)  # SIGTERM from ``studio stop``
             try:
                 self._final_capture()
             except AbandonCapture:

@@ -30,7 +30,7 @@ from ..config import Config
 from ..errors import StoreUnreachableError, UsageError
 from ..objects.repository import Repository
 from ..origin import current_origin
-from ..redact import redact_args
+from ..redact import MASK, is_secret_flag, redact_args
 from ..refs import ReuseSpec, check_experiment_name
 from ..snapshots.ignore import IgnoreRules
 from ..snapshots.statcache import StatCache
@@ -201,7 +201,8 @@ def _new_record(request: RunRequest, experiment: str, run_id: str) -> RunRecord:
         started_at=time.time(),
         command=shown + redact_args(request.args),  # the script gets the real values; records never do
         script=request.module or request.script or "",
-        hyperparameters=dict(request.hyperparameters),
+        hyperparameters={name: MASK if is_secret_flag(f"--{name}") else value  # the rule of redact_args
+                         for name, value in request.hyperparameters.items()},
     )
     stamp_origin(record)
     return record

@@ -20,7 +20,7 @@ from .execute import run_recorded
 from .prepare import check_request, generated_name
 from .request import RunRequest
 
-__all__ = ["describe_point", "sweep"]
+__all__ = ["sweep"]
 
 _ENDS_SWEEP = ("stopped", "interrupted")  # someone meant the sweep; a failed or timed-out point is a result
 

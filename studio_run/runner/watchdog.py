@@ -5,7 +5,7 @@ it started (unless one deliberately left the group). When the runner ends normal
 that group itself (``end_group``). When the runner dies without a chance to (``kill -9`` of it
 or of its process group, the OOM killer, a worker's pool child killed), a watchdog does it:
 
-- a tiny process (``python -m studio_run.runner.watchdog``) in its own session, so that a
+- a tiny process (``main`` below) in its own session, so that a
   signal to the runner's group does not reach it, holding the read end of a pipe whose write
   end only the runner holds (the fd is not inherited by the script or anything else);
 - the runner writes the script's process group id into the pipe once the script started, and
@@ -33,6 +33,11 @@ from typing import Optional
 __all__ = ["Watchdog", "end_group", "group_alive", "main"]
 
 _DONE = b"done\n"
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The watchdog imports this very package: found as usual, else where the runner found it (a
+# checkout run as ``python -m studio_run`` from its folder). Appended, so it never shadows anything.
+_BOOT = ("import sys; sys.path.append(sys.argv.pop(1)); "
+         "from studio_run.runner.watchdog import main; sys.exit(main())")
 _POLL = 0.05  # seconds between looks at a group that was asked to end
 
 
@@ -50,7 +55,7 @@ class Watchdog:
         read_fd, write_fd = os.pipe()  # both non-inheritable: only ``pass_fds`` hands one on
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "studio_run.runner.watchdog", str(read_fd), f"{grace:g}"],
+                [sys.executable, "-c", _BOOT, _PACKAGE_ROOT, str(read_fd), f"{grace:g}"],
                 pass_fds=(read_fd,), start_new_session=True, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
@@ -61,10 +66,16 @@ class Watchdog:
             os.close(read_fd)
         return cls(write_fd, proc)
 
-    def watch(self, pgid: int) -> None:
-        """From now on, the death of this process ends process group ``pgid``."""
-        if self._fd is not None:
+    def watch(self, pgid: int) -> bool:
+        """From now on, the death of this process ends process group ``pgid``; False when the
+        watchdog is gone (killed by someone): the run goes on, unguarded."""
+        if self._fd is None:
+            return False
+        try:
             os.write(self._fd, f"{pgid}\n".encode())
+        except OSError:
+            return False
+        return True
 
     def release(self) -> None:
         """The runner has ended the group itself: the watchdog exits without touching it."""

@@ -411,7 +411,7 @@ class RecordStore:
         if not keys:
             raise NotFoundError(f"no experiment named {experiment!r}")
         self.storage.delete_many(keys)
-        return sum(1 for k in keys if not k.endswith(".env.json"))
+        return sum(1 for k in keys if k.endswith(".json") and not k.endswith(".env.json"))  # not .stop requests
 
     def delete_run(self, experiment: str, run_id: str) -> None:
         """Remove one run's record and environment (content stays until ``gc``). Later runs'
