@@ -24,18 +24,19 @@ from ..store.records import TERMINAL, effective_status
 from .context import Context, context_of, record_of
 from .security import Guard
 
-__all__ = ["delete_action", "stop_action"]
+__all__ = ["checked_form", "delete_action", "done", "stop_action"]
 
 _MAX_FORM = 16 * 1024
 
 
-async def _checked_form(request: Request, guard: Guard) -> dict[str, str]:
-    """The POST's form fields, after the CSRF and Origin checks (403 when either fails)."""
+async def checked_form(request: Request, guard: Guard) -> dict[str, list[str]]:
+    """The POST's form fields (each with its values), after the CSRF and Origin checks (403
+    when either fails)."""
     body = await request.body()
     if len(body) > _MAX_FORM:
         raise HTTPException(413, "form too large")
-    fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
-    offered: Optional[str] = request.headers.get("x-csrf-token") or fields.get("csrf")
+    fields = parse_qs(body.decode("utf-8", "replace"))
+    offered: Optional[str] = request.headers.get("x-csrf-token") or next(iter(fields.get("csrf", [])), None)
     if not guard.csrf_ok(offered):
         raise HTTPException(403, "missing or wrong CSRF token: reload the page and try again")
     origin = request.headers.get("origin")
@@ -44,7 +45,7 @@ async def _checked_form(request: Request, guard: Guard) -> dict[str, str]:
     return fields
 
 
-def _done(request: Request, url: str) -> Response:
+def done(request: Request, url: str) -> Response:
     """Where the browser goes next: htmx follows ``HX-Redirect``, a plain form a 303."""
     if request.headers.get("hx-request") == "true":
         return Response(status_code=204, headers={"HX-Redirect": url})
@@ -78,16 +79,16 @@ def _delete(context: Context, experiment: str, run_id: str) -> None:
 async def stop_action(request: Request) -> Response:
     """POST ``/runs/{experiment}/{run_id}/stop``: stop the run, then show its page again."""
     context = context_of(request)
-    await _checked_form(request, context.guard)
+    await checked_form(request, context.guard)
     experiment, run_id = request.path_params["experiment"], request.path_params["run_id"]
     await run_in_threadpool(_stop, context, experiment, run_id)
-    return _done(request, f"/runs/{experiment}/{run_id}")
+    return done(request, f"/runs/{experiment}/{run_id}")
 
 
 async def delete_action(request: Request) -> Response:
     """POST ``/runs/{experiment}/{run_id}/delete``: delete the run's record, then go to the Runs page."""
     context = context_of(request)
-    await _checked_form(request, context.guard)
+    await checked_form(request, context.guard)
     experiment, run_id = request.path_params["experiment"], request.path_params["run_id"]
     await run_in_threadpool(_delete, context, experiment, run_id)
-    return _done(request, "/")
+    return done(request, "/")

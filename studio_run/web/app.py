@@ -29,6 +29,11 @@ from .run_page import run_page, tree_fragment
 from .runs import runs_page
 from .security import COOKIE, Guard, strip_token
 
+try:  # the TensorBoard button needs integrations.tensorboard (studio tb); without it there is no button
+    from .tensorboard import TensorBoards, tensorboard_action
+except ImportError:
+    TensorBoards = None  # type: ignore[assignment,misc]
+
 __all__ = ["build_app"]
 
 _Scope = MutableMapping[str, Any]
@@ -106,11 +111,17 @@ def build_app(store: Store, guard: Guard, index: RunIndex, hostname: str) -> Sta
     refreshes itself when a page finds it older than its ``max_age``)."""
     context = Context(store, guard, index, hostname, template_environment())
 
+    tensorboards = TensorBoards() if TensorBoards is not None else None
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         # Start bringing the index up to date now, so the first page finds it (nearly) ready.
         threading.Thread(target=index.refresh_if_stale, name="studio-ui-index", daemon=True).start()
-        yield
+        try:
+            yield
+        finally:
+            if tensorboards is not None:
+                tensorboards.stop()  # TensorBoard ends with the UI
 
     run = "/runs/{experiment}/{run_id}"
     routes = [
@@ -124,9 +135,11 @@ def build_app(store: Store, guard: Guard, index: RunIndex, hostname: str) -> Sta
         Route(run + "/file/{tag}/{path:path}", file_download),
         Route(run + "/stop", stop_action, methods=["POST"]),
         Route(run + "/delete", delete_action, methods=["POST"]),
+        *([Route("/tensorboard", tensorboard_action, methods=["POST"])] if tensorboards is not None else []),
         Mount("/static", StaticFiles(packages=[("studio_run.web", "static")]), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.context = context
+    app.state.tensorboards = tensorboards
     app.add_middleware(_Guarded, guard=guard)  # type: ignore[arg-type]
     return app

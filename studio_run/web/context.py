@@ -84,8 +84,10 @@ def render(request: Request, name: str, status_code: int = 200, **values: Any) -
     """A page (or, for htmx, a fragment) rendered from ``templates/name``."""
     context = context_of(request)
     template = context.templates.get_template(name)
+    tensorboards = request.app.state.tensorboards
     html = template.render(request=request, csrf=context.guard.csrf, store_url=context.store.url,
-                           status_class=_status_class, **values)
+                           status_class=_status_class, tensorboard=tensorboards is not None,
+                           tensorboard_url=tensorboards.url() if tensorboards is not None else None, **values)
     return HTMLResponse(html, status_code=status_code)
 
 
