@@ -27,7 +27,7 @@ from .downloads import file_download, tar_download, tar_gz_download
 from .logs import log_fragment
 from .run_page import run_page, tree_fragment
 from .runs import runs_page
-from .security import COOKIE, Guard, strip_token
+from .security import Guard, cookie_name, strip_token
 
 try:  # the TensorBoard button needs integrations.tensorboard (studio tb); without it there is no button
     from .tensorboard import TensorBoards, tensorboard_action
@@ -82,14 +82,16 @@ class _Guarded:
                                      "printed)\n", status_code=400)
         if self.guard.token is None:
             return None
+        server = request.scope.get("server")
+        cookie = cookie_name(server[1] if server else None)
         offered = request.query_params.get("token")
         if offered is not None and self.guard.token_ok(offered):
             query = strip_token(request.url.query)
             target = request.url.path + (f"?{query}" if query else "")
             response = RedirectResponse(target, status_code=303)
-            response.set_cookie(COOKIE, offered, httponly=True, samesite="strict", path="/")
+            response.set_cookie(cookie, offered, httponly=True, samesite="strict", path="/")
             return response
-        if self.guard.token_ok(request.cookies.get(COOKIE)):
+        if self.guard.token_ok(request.cookies.get(cookie)):
             return None
         return PlainTextResponse("studio ui: this server needs its sign-in token: open the URL with ?token= "
                                  "that `studio ui` printed when it started\n", status_code=403)

@@ -30,12 +30,19 @@ from urllib.parse import parse_qsl, urlencode
 __all__ = [
     "COOKIE",
     "Guard",
+    "cookie_name",
     "is_loopback",
     "safe_path",
     "strip_token",
 ]
 
 COOKIE = "studio_ui_token"
+
+
+def cookie_name(port: Optional[int]) -> str:
+    """The sign-in cookie of the server on ``port``: browsers send a host's cookies to every port
+    of it, so two ``studio ui`` on one machine must not overwrite each other's."""
+    return f"{COOKIE}_{port}" if port else COOKIE
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 

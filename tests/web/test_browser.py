@@ -243,7 +243,8 @@ def test_a_non_loopback_bind_refuses_a_browser_without_the_token(page, home: Hom
         assert page.url == wide.base + "/"  # the token left the address bar
         assert page.locator("#total").inner_text() != ""
         cookies = {c["name"]: c for c in page.context.cookies()}
-        assert cookies["studio_ui_token"]["httpOnly"] and cookies["studio_ui_token"]["sameSite"] == "Strict"
+        cookie = cookies[f"studio_ui_token_{wide.port}"]  # one per port: two servers on a host keep theirs
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         assert page.goto(wide.base + "/?experiment=alpha").status == 200  # type: ignore[union-attr]
     finally:
         wide.stop()

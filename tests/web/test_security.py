@@ -18,7 +18,7 @@ from studio_run.store.open import open_store
 from studio_run.store.records import RunRecord
 from studio_run.store.runindex import RunIndex
 from studio_run.web.app import build_app
-from studio_run.web.security import COOKIE, Guard, safe_path
+from studio_run.web.security import Guard, cookie_name, safe_path
 from tests.web.conftest import Home, expected_files
 
 LOOPBACK = "http://127.0.0.1:8765"
@@ -176,7 +176,7 @@ def test_off_loopback_every_page_wants_the_token(alpha_home: Home) -> None:
         assert signed_in.status_code == 303
         assert signed_in.headers["location"] == "/?experiment=alp"
         cookie = signed_in.headers["set-cookie"]
-        assert f"{COOKIE}={token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert f"{cookie_name(8765)}={token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
         page = c.get("/?experiment=alp")  # the client keeps the cookie
         assert page.status_code == 200 and "alpha" in page.text
         assert token not in page.text
