@@ -66,10 +66,16 @@ def not_found(what: str) -> HTTPException:
 
 def record_of(context: Context, experiment: str, run_id: str) -> RunRecord:
     """The run a URL names, with its version number; 404 when the names are not ones studio
-    stores, the run is not there, or its record is damaged."""
+    stores, the run is not there, or its record is damaged.
+
+    The version comes from the index (no listing per request: the log box asks every second);
+    a run newer than the index is placed by listing its experiment."""
     if not check_name(experiment) or not _RUN_ID.fullmatch(run_id):
         raise not_found("no such run")
     try:
+        row = context.index.run(experiment, run_id)
+        if row is not None:
+            return context.store.records.read(experiment, run_id, row.version)
         ids = context.store.records.run_ids(experiment)
         if run_id not in ids:
             raise not_found(f"experiment {experiment} has no run {run_id}")
