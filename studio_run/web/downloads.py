@@ -2,7 +2,7 @@
 as it is read (``store.archive``: constant memory, every byte verified, file times kept).
 
 The first chunk is produced before the response starts, so a run, tag or file that is not
-there is a plain 404 rather than a broken download. After that a failure (a corrupted object)
+there is a plain 404 (and damage found that early a 500 saying so) rather than a broken download. After that a failure (a corrupted object)
 aborts the connection: the browser reports a failed download, never a silently wrong archive.
 A single file is always sent as an attachment of type ``application/octet-stream`` in a sandbox:
 a captured HTML file must never run as a page of this server.
@@ -14,10 +14,11 @@ import itertools
 from typing import Callable, Iterator
 from urllib.parse import quote
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
-from ..errors import NotFoundError, UnsafePathError
+from ..errors import IntegrityError, NotFoundError, StoreError, UnsafePathError
 from ..store.archive import GZIP_LEVEL, iter_file, iter_tar
 from .context import context_of, not_found, record_of
 from .security import safe_path
@@ -37,6 +38,10 @@ def _started(open_chunks: Callable[[], Iterator[bytes]]) -> Iterator[bytes]:
         return iter(())  # an empty file
     except (NotFoundError, UnsafePathError) as exc:
         raise not_found(str(exc)) from None
+    except IntegrityError as exc:  # found before the first byte: say so instead of sending anything
+        raise HTTPException(500, f"{exc} (`studio check` finds and quarantines damaged objects)") from None
+    except StoreError as exc:
+        raise HTTPException(503, f"the store did not answer: {exc}") from None
     return itertools.chain((first,), chunks)
 
 
