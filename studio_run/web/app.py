@@ -8,6 +8,7 @@ index refreshes itself in the background (``store.runindex``), so no page reques
 from __future__ import annotations
 
 import contextlib
+import html
 import threading
 from typing import Any, AsyncIterator, Awaitable, Callable, MutableMapping
 
@@ -100,12 +101,8 @@ class _Guarded:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if request.headers.get("hx-request") == "true":
-        return HTMLResponse(f'<p class="error">{_escape(exc.detail)}</p>', status_code=exc.status_code)
+        return HTMLResponse(f'<p class="error">{html.escape(exc.detail)}</p>', status_code=exc.status_code)
     return render(request, "error.html", status_code=exc.status_code, message=exc.detail)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
 def build_app(store: Store, guard: Guard, index: RunIndex, hostname: str) -> Starlette:
