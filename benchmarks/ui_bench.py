@@ -121,8 +121,8 @@ def _fmt(times: list[float]) -> str:
     return f"{statistics.median(times):.3f} s ({min(times):.3f}-{max(times):.3f})"
 
 
-def bench_tar(work: str, quick: bool, reps: int) -> list[tuple[str, str, str, str, str]]:
-    """Rows (contender, time, MB/s, size, peak RSS) for archives of W1's folder."""
+def bench_tar(work: str, quick: bool, reps: int) -> list[tuple[str, ...]]:
+    """Rows (contender, time, MB/s, CPU seconds, size, peak RSS or first-byte time) for archives of W1's folder."""
     from studio_run.config import Config
     from studio_run.runner.capturer import Capturer, Target
     from studio_run.snapshots.statcache import StatCache
@@ -144,23 +144,24 @@ def bench_tar(work: str, quick: bool, reps: int) -> list[tuple[str, str, str, st
     os.makedirs(out_dir, exist_ok=True)
     env = {"STUDIOML_HOME": os.path.join(home, ".studioml"), "STUDIO_STORE": store_root, "PYTHONPATH": ROOT}
     log = os.path.join(work, "tar.log")
-    results: dict[str, list[tuple[float, int, int]]] = {}
+    results: dict[str, list[tuple[float, int, int, float]]] = {}
 
     def command(name: str, argv: list[str], out: str, cwd: str = work) -> None:
         if os.path.exists(out):
             os.unlink(out)
-        wall, rss, _reported, _cpu = run_command(Cmd(argv, cwd, env), log)
-        results.setdefault(name, []).append((wall, os.path.getsize(out), rss))
+        wall, rss, _reported, cpu = run_command(Cmd(argv, cwd, env), log)
+        results.setdefault(name, []).append((wall, os.path.getsize(out), rss, cpu))
 
     def stream(name: str, level: "int | None", out: str) -> None:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         first = 0.0
         with open(out, "wb") as f:
             for chunk in iter_tar(store, record, "data", gzip_level=level):
                 if not first:
                     first = time.perf_counter() - start
                 f.write(chunk)
-        results.setdefault(name, []).append((time.perf_counter() - start, os.path.getsize(out), int(first * 1e6)))
+        results.setdefault(name, []).append((time.perf_counter() - start, os.path.getsize(out), int(first * 1e6),
+                                             time.process_time() - cpu))
 
     studio = [sys.executable, "-m", "studio_run", "get", "w1/data", "--tar"]
     contenders: list[tuple[str, Callable[[], None]]] = [
@@ -187,8 +188,9 @@ def bench_tar(work: str, quick: bool, reps: int) -> list[tuple[str, str, str, st
         extra = statistics.median(s[2] for s in samples)
         memory = (f"first bytes after {extra / 1000:.1f} ms" if name.startswith("iter_tar")
                   else f"peak RSS {extra / MiB:.0f} MiB")
+        cpu = statistics.median(s[3] for s in samples)
         rows.append((name, f"{wall:.2f} s ({min(s[0] for s in samples):.2f}-{max(s[0] for s in samples):.2f})",
-                     f"{total / wall / 1e6:.0f}", f"{size / MiB:.0f} MiB", memory))
+                     f"{total / wall / 1e6:.0f}", f"{cpu:.2f}", f"{size / MiB:.0f} MiB", memory))
     store.close()
     return rows
 
@@ -212,8 +214,8 @@ def main(argv: "list[str] | None" = None) -> int:
             lines += [f"| {a} | {b} | {c} |" for a, b, c in bench_index(work, runs, args.reps)]
             lines.append("")
         if args.only in (None, "tar"):
-            lines += ["## Archive of W1's folder", "", "| contender | wall, median (min-max) | MB/s | size | memory |",
-                      "|---|---|---|---|---|"]
+            lines += ["## Archive of W1's folder", "",
+                      "| contender | wall, median (min-max) | MB/s | CPU s | size | memory |", "|---|---|---|---|---|---|"]
             lines += [f"| {' | '.join(row)} |" for row in bench_tar(work, args.quick, args.reps)]
             lines.append("")
     finally:

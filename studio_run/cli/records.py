@@ -100,8 +100,8 @@ def get(ctx: click.Context, ref: ArtifactRef, dest: Optional[str], force: bool, 
 
     from .. import console
     from ..errors import UsageError
+    from ..store.archive import iter_ref_tar
     from ..store.artifacts import fetch_artifact
-    from ..store.browse import write_tar
 
     if tar_out is not None:
         if dest is not None:
@@ -114,9 +114,10 @@ def get(ctx: click.Context, ref: ArtifactRef, dest: Optional[str], force: bool, 
     if dest == "-":
         if sys.stdout.isatty():
             raise UsageError("DEST - writes a tar stream, and stdout is a terminal; pipe it (| tar -x) or redirect it")
-        count = write_tar(store, ref, sys.stdout.buffer)
+        for chunk in iter_ref_tar(store, ref, gzip_level=None):
+            sys.stdout.buffer.write(chunk)
         sys.stdout.buffer.flush()
-        console.info(f"{ref} -> stdout ({count} entries, tar)")
+        console.info(f"{ref} -> stdout (tar)")
         return
     with console.progress(f"fetching {ref}") as advance:
         path = fetch_artifact(store, ref, dest, advance, force=force)

@@ -1,5 +1,5 @@
-"""Looking inside a stored artifact without placing it anywhere: its files, one file's bytes,
-and the whole artifact as a tar stream (``studio ls``, ``studio logs``, ``studio get EXP/TAG -``).
+"""Looking inside a stored artifact without placing it anywhere: its files and one file's bytes
+(``studio ls``, ``studio logs``); tar streams of a whole artifact are ``archive``'s.
 
 Every byte read is verified against its digest (``Repository.read_object``), one object at a
 time, so a large artifact streams in constant memory.
@@ -7,11 +7,9 @@ time, so a large artifact streams in constant memory.
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 import time
-from typing import BinaryIO, Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from ..errors import NotFoundError
 from ..objects.manifest import LINK, Entry, Manifest
@@ -21,8 +19,7 @@ from .artifacts import resolve_artifact
 from .records import RunRecord, effective_status
 from .store import Store
 
-__all__ = ["LOG_NAME", "LOG_TAG", "artifact_manifest", "entry_bytes", "follow_log", "list_files", "read_log",
-           "write_tar"]
+__all__ = ["LOG_NAME", "LOG_TAG", "artifact_manifest", "entry_bytes", "follow_log", "list_files", "read_log"]
 
 LOG_TAG = "output"
 LOG_NAME = "output.log"
@@ -50,53 +47,6 @@ def entry_bytes(repo: Repository, entry: Entry) -> Iterator[bytes]:
     """A file entry's content, one verified object at a time."""
     for digest, _size in entry.chunks or ((entry.digest, entry.size),):
         yield repo.read_object(digest)
-
-
-class _ChunkReader(io.RawIOBase):
-    """A readable file over ``entry_bytes`` (what ``tarfile.addfile`` reads from)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buffer = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, target) -> int:  # type: ignore[no-untyped-def]
-        while not self._buffer:
-            try:
-                self._buffer = next(self._chunks)
-            except StopIteration:
-                return 0
-        n = min(len(target), len(self._buffer))
-        target[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
-
-
-def write_tar(store: Store, ref: ArtifactRef, out: BinaryIO) -> int:
-    """Write the artifact (or the file or folder ``ref.path`` names in it) to ``out`` as a tar
-    stream; returns the number of entries written."""
-    record, manifest = artifact_manifest(store, ref)
-    entries = list_files(manifest, ref.path)
-    mtime = record.ended_at or record.started_at or time.time()
-    written = 0
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for folder in sorted({p for e in entries for p in _parents(e.path)}):
-            info = tarfile.TarInfo(folder)
-            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755, int(mtime)
-            tar.addfile(info)
-        for entry in entries:
-            info = tarfile.TarInfo(entry.path)
-            info.mtime = int(mtime)
-            if entry.type == LINK:
-                info.type, info.linkname, info.mode = tarfile.SYMTYPE, entry.target, 0o777
-                tar.addfile(info)
-            else:
-                info.size, info.mode = entry.size, entry.mode & 0o7777
-                tar.addfile(info, io.BufferedReader(_ChunkReader(entry_bytes(store.repo, entry))))
-            written += 1
-    return written
 
 
 def read_log(store: Store, record: RunRecord) -> bytes:
@@ -145,8 +95,3 @@ def follow_log(
             return
         time.sleep(poll)
         record = store.records.read(record.experiment, record.run_id, record.version)
-
-
-def _parents(path: str) -> list[str]:
-    parts = path.split("/")[:-1]
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]

@@ -111,6 +111,12 @@ def test_bad_combinations_are_refused(home, args, words):
     assert not os.path.exists(os.path.join(home, "out.tar")) and not os.path.exists(os.path.join(home, "dest"))
 
 
+def test_an_archive_inside_the_store_is_refused(home):
+    inside = os.path.join(home, ".studioml", "store", "model.tar.gz")
+    _one_line_error(studio("get", "tarred/model", "--tar", inside, home=home), 2, "inside studio's own storage")
+    assert not os.path.exists(inside)
+
+
 def test_unknown_tag_is_refused(home, tmp_path):
     _one_line_error(studio("get", "tarred/nope", "--tar", str(tmp_path / "o.tar"), home=home), 2, "no artifact 'nope'")
     assert not (tmp_path / "o.tar").exists()
