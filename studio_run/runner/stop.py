@@ -6,11 +6,12 @@ record and does what its state needs, and always leaves a stop request in the st
 
 - ``queued``: the record becomes ``stopped`` at once; it never starts (a worker that receives
   it later finds the request and skips it).
-- ``running`` on this host: SIGTERM to its runner, whose pid and start time are in the record
-  (a pid alone may belong to another process by now). The runner stops the script's process
+- ``running`` on this host, started by ``studio run``: SIGTERM to its runner, whose pid and
+  start time are in the record (a pid alone may belong to another process by now). The runner stops the script's process
   group (SIGKILL after its ``stop_grace``), takes the final capture, records ``stopped``.
-- ``running`` on another host: the request alone; that runner looks for it every few seconds
-  (``stopwatch.py``) and stops the same way.
+- ``running`` on another host, or on a worker (never signalled: a worker reads SIGTERM as
+  "shut down"): the request alone; the runner looks for it every few seconds (``stopwatch.py``)
+  and stops the same way.
 - ``lost`` (its runner died): nothing runs; the request keeps a worker from taking it over.
 - already final: nothing to do; said in one line.
 
@@ -56,9 +57,14 @@ def stop_run(store: Store, record: RunRecord, *, hostname: str, grace: float = 1
 
 
 def _signal_runner(record: RunRecord, hostname: str) -> str:
-    """SIGTERM to a runner on this host; says what was done."""
-    if record.host != hostname or not record.pid:
-        return f"its runner on {record.host or 'another host'} looks for the request every few seconds"
+    """SIGTERM to a runner on this host; says what was done.
+
+    Never to a run a worker executes (``record.queue`` set): its pid is the worker's, which may
+    hold other runs and reads SIGTERM as "shut down"; the worker's runner finds the request.
+    """
+    if record.host != hostname or not record.pid or record.queue:
+        where = f"on {record.host or 'another host'}" + (f" (queue {record.queue})" if record.queue else "")
+        return f"its runner {where} looks for the request every few seconds"
     started = process_start_ticks(record.pid)
     if record.pid_started is not None and started is not None and started != record.pid_started:
         return "its runner is gone"  # effective_status raced with the runner's end

@@ -170,9 +170,10 @@ def test_get_dash_writes_a_tar_stream(home):
     assert code == 2 and "stdout is a terminal" in err
 
 
-def test_hp_gets_a_pointer_not_no_such_option(home):
+def test_hp_is_an_option_and_a_bad_range_is_one_line(home):
+    # -hp used to be refused with a pointer to the job queue; sweeps now run (tests/cli/test_run_control_cli.py)
     for flag in ("-hp", "--hyperparam"):
-        done = studio("run", flag, "lr=0.1:0.5", "talk.py", home=home)
+        done = studio("run", flag, "lr=0.5:0.1:0.1", "talk.py", home=home)
         assert done.returncode == 2
         lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and "hyper-parameter sweeps" in lines[0] and "job queue" in lines[0]
+        assert len(lines) == 1 and "never reaches its end" in lines[0] and "Traceback" not in done.stderr

@@ -219,3 +219,12 @@ def test_a_secret_looking_hyperparameter_is_masked_in_the_record_as_its_argument
     assert record.hyperparameters == {"lr": 0.1, "api_key": "***"}
     assert record.command[-4:] == ["--lr", "0.1", "--api_key", "***"] and "s3cr3t" not in json.dumps(record.to_dict())
     assert request.args[-1] == "s3cr3t"  # the script still gets the value
+
+
+def test_a_run_on_a_worker_here_is_never_signalled_only_asked(store):
+    from studio_run.origin import process_start_ticks
+
+    record = _record(store, "running", host=HOST, pid=os.getpid(), pid_started=process_start_ticks(os.getpid()),
+                     queue="gpu")
+    said = stop_run(store, record, hostname=HOST, grace=0)  # this test process would die of a SIGTERM
+    assert "(queue gpu) looks for the request" in said and stop_requested(store.storage, "exp", record.run_id)
