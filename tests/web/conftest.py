@@ -46,9 +46,10 @@ class Home:
     home: str
     work: str
     runs: dict[str, list[str]] = field(default_factory=dict)  # experiment -> run ids, oldest first
+    extra: dict[str, str] = field(default_factory=dict)  # more environment (a cloud SDK's fake credentials)
 
     def env(self) -> dict[str, str]:
-        return studio_env(self.home)
+        return studio_env(self.home, **self.extra)
 
     def run(self, experiment: str, *args: str, options: tuple[str, ...] = ()) -> str:
         """``studio run -e EXPERIMENT -c out:model OPTIONS train.py ARGS``; returns the new run id."""
