@@ -22,6 +22,7 @@ from .records import delete, get, list_, show
 from .run import run
 from .stop import stop
 from .tb import tb
+from .ui import ui
 
 __all__ = ["cli", "main"]
 
@@ -53,6 +54,7 @@ cli.add_command(tb)
 cli.add_command(worker)
 cli.add_command(queue_status)
 cli.add_command(queue_run)
+cli.add_command(ui)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -413,3 +413,9 @@ class RecordStore:
         self.storage.delete_many(keys)
         return sum(1 for k in keys if k.endswith(".json") and not k.endswith(".env.json"))  # not .stop requests
 
+    def delete_run(self, experiment: str, run_id: str) -> None:
+        """Remove one run's record and environment (content stays until ``gc``). Later runs'
+        version numbers move down by one: a version is a position."""
+        if run_id not in self.run_ids(_checked_name(experiment)):
+            raise NotFoundError(f"experiment {experiment!r} has no run {run_id!r}")
+        self.storage.delete_many([self.record_key(experiment, run_id), self.env_key(experiment, run_id)])
