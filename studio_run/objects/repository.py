@@ -62,7 +62,7 @@ class Repository:
         if storage is not None:
             Repository._by_storage[storage] = cls
 
-    def __new__(cls, storage: Storage, pack_index_cache: Optional[str] = None) -> "Repository":
+    def __new__(cls, storage: Storage, *args: Any, **kwargs: Any) -> "Repository":
         if cls is Repository:
             cls = Repository._by_storage.get(type(storage), cls)
         return super().__new__(cls)

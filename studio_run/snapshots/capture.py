@@ -104,6 +104,7 @@ def snapshot(
     if plan.todo:
         reader.read_all()
         stat_cache.save()
+    repo.seal()  # small objects into a pack (fsynced) before a manifest may name them
     manifest = Manifest.build(plan.entries, single_file=plan.single)
     repo.put_manifest(manifest)
     if flush:
