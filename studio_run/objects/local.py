@@ -353,8 +353,8 @@ class LocalRepository(Repository, storage=LocalStorage):
         becomes durable with the ``flush`` that precedes the record pointing at it. An existing
         manifest of the wrong size is replaced (a same-size corruption is caught on read).
         """
+        data = manifest.encode()
         digest = manifest.digest
-        data = manifest.to_bytes()
         target = self.storage.path_of(self.manifest_key(digest))
         try:
             if os.stat(target).st_size == len(data):

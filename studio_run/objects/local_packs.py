@@ -23,7 +23,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
-from typing import Iterable, Optional
+from typing import Optional
 
 from ..storage.local import LocalStorage
 from .digest import hash_bytes
@@ -216,17 +216,3 @@ class LocalPackSet(PackSet):
             fd = self._fds.pop(name, None)
         if fd is not None:
             os.close(fd)
-
-    def orphans(self) -> Iterable[str]:
-        """Names of pack files without an index: left by a writer killed between the two."""
-        indexed: set[str] = set()
-        packs: list[str] = []
-        for key in self.storage.list("packs/"):
-            if key.endswith(".index"):
-                indexed.add(key)
-            elif key.endswith(".pack"):
-                packs.append(key)
-        for key in packs:
-            name = key[len("packs/"):-len(".pack")].replace("/", "")
-            if index_key(name) not in indexed:
-                yield name

@@ -240,6 +240,20 @@ class PackSet:
         self.storage.delete(pack_key(name))
         self._forget(name)
 
+    def orphans(self) -> Iterator[str]:
+        """Names of pack files without an index: left by a writer killed between the two."""
+        indexed: set[str] = set()
+        packs: list[str] = []
+        for key in self.storage.list("packs/"):
+            if key.endswith(".index"):
+                indexed.add(key)
+            elif key.endswith(".pack"):
+                packs.append(key)
+        for key in packs:
+            name = key[len("packs/"):-len(".pack")].replace("/", "")
+            if index_key(name) not in indexed:
+                yield name
+
     def _forget(self, name: str) -> None:
         with self._lock:
             for digest in self._members.pop(name, []):

@@ -182,9 +182,9 @@ class Repository:
         One existing of another size is damaged and is replaced (a same-size one is caught by
         the digest check of ``get_manifest``, which quarantines it).
         """
+        data = manifest.encode()
         digest = manifest.digest
         key = self.manifest_key(digest)
-        data = manifest.to_bytes()
         try:
             if self.storage.info(key).size == len(data):
                 return digest
