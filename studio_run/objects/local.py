@@ -354,7 +354,11 @@ class LocalRepository(Repository, storage=LocalStorage):
         manifest of the wrong size is replaced (a same-size corruption is caught on read).
         """
         data = manifest.encode()
-        digest = manifest.digest
+        return self.put_manifest_bytes(data, manifest.digest)
+
+    def put_manifest_bytes(self, data: bytes, digest: str = "") -> str:
+        """``put_manifest`` of bytes a ``Manifest.to_bytes`` made (e.g. without times); its digest."""
+        digest = digest or hash_bytes(data)
         target = self.storage.path_of(self.manifest_key(digest))
         try:
             if os.stat(target).st_size == len(data):

@@ -183,7 +183,11 @@ class Repository:
         the digest check of ``get_manifest``, which quarantines it).
         """
         data = manifest.encode()
-        digest = manifest.digest
+        return self.put_manifest_bytes(data, manifest.digest)
+
+    def put_manifest_bytes(self, data: bytes, digest: str = "") -> str:
+        """``put_manifest`` of bytes a ``Manifest.to_bytes`` made (e.g. without times); its digest."""
+        digest = digest or hash_bytes(data)
         key = self.manifest_key(digest)
         try:
             if self.storage.info(key).size == len(data):

@@ -24,7 +24,7 @@ import stat as statmod
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 from ..objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
@@ -147,8 +147,7 @@ def _store_manifests(repo: LocalRepository, plan: "_Plan", meta: TableMeta, link
     repo.put_manifest(manifest)
     if not plan.times:
         return manifest, manifest.digest
-    bare = Manifest.build((replace(e, mtime_ns=None) for e in manifest.entries), plan.single, check=False)
-    return manifest, repo.put_manifest(bare)
+    return manifest, repo.put_manifest_bytes(manifest.to_bytes(times=False))
 
 
 @dataclass

@@ -66,6 +66,7 @@ class StatCache:
         self.path = path
         self._memory: dict[tuple[int, int], tuple[StatKey, str]] = {}
         self._pending: dict[tuple[int, int], tuple[StatKey, str]] = {}
+        self._tables: dict[str, tuple[dict[str, bytes], TableMeta]] = {}  # without a file: this process's
         self._lock = threading.Lock()
 
     # -- stat tables ------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ class StatCache:
         is none or it does not check out (damaged, written for another folder)."""
         path = self._table_path(root)
         if path is None:
-            return {}, ()
+            return self._tables.get(root, ({}, ()))
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -102,6 +103,7 @@ class StatCache:
         """Replace ``root``'s stat table (atomically); a failure only costs re-hashing next time."""
         path = self._table_path(root)
         if path is None:
+            self._tables[root] = (rows, meta)
             return
         body = marshal.dumps((root, rows, meta))
         tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
@@ -138,7 +140,8 @@ class StatCache:
         if hashed_at_ns - key[3] < _RACY_NS:
             return False
         with self._lock:
-            self._memory[key[:2]] = (key, digest)
+            if not self.path:  # with a file, stat tables answer this process's next captures
+                self._memory[key[:2]] = (key, digest)
             self._pending[key[:2]] = (key, digest)
         return True
 
