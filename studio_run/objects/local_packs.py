@@ -27,7 +27,7 @@ from typing import Optional
 
 from ..storage.local import LocalStorage
 from .digest import hash_bytes
-from .packs import PACK_SIZE, PackSet, index_key, pack_key
+from .packs import PACK_SIZE, PackSet, pack_key
 
 __all__ = ["LOCAL_PACK_BELOW", "LocalPackSet"]
 

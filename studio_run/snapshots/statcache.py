@@ -28,7 +28,7 @@ from typing import Iterable, Optional
 
 from ..objects.digest import hash_bytes
 
-__all__ = ["StatCache", "StatKey", "TableMeta", "packed_stat", "stat_key", "table_row", "table_value"]
+__all__ = ["StatCache", "StatKey", "TableMeta", "packed_stat", "stat_key", "table_row"]
 
 StatKey = tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, ctime_ns
 #: What a stat table says about the capture that wrote it (``snapshots.capture`` decides the fields).
@@ -52,11 +52,6 @@ def packed_stat(st: os.stat_result) -> bytes:
 def table_row(key: StatKey, value: str) -> bytes:
     """A stat-table row: the packed stat, then the cache value (ASCII)."""
     return _PACKED.pack(*key) + value.encode("ascii")
-
-
-def table_value(row: bytes, st: os.stat_result) -> Optional[str]:
-    """The row's value when ``st`` is still the stat it was recorded with, else None."""
-    return row[40:].decode("ascii") if row[:40] == packed_stat(st) else None
 
 
 class StatCache:

@@ -15,13 +15,7 @@ import subprocess
 import sys
 import time
 
-from tests.faults._support import (
-    age_tree,
-    assert_no_traceback,
-    assert_one_line_error,
-    check_store,
-    read_tree,
-)
+from tests.faults._support import age_tree, assert_no_traceback, assert_one_line_error, check_store, read_tree
 from tests.helpers import studio, studio_env, write_script
 
 FILES = 3000  # of 2-6 KiB: two packs of 8 MiB would need more, so the capture writes one or two

@@ -12,9 +12,9 @@ import os
 import pytest
 
 from studio_run.errors import IntegrityError
-from studio_run.objects.manifest import Manifest
 from studio_run.objects.local import LocalRepository
-from studio_run.objects.repository import QUARANTINE, Repository
+from studio_run.objects.manifest import Manifest
+from studio_run.objects.repository import QUARANTINE
 from studio_run.snapshots.capture import snapshot
 from studio_run.snapshots.restore import materialize
 from studio_run.snapshots.statcache import StatCache
