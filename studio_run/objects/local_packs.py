@@ -21,13 +21,15 @@ Every object read from a pack is verified by the caller against its digest, as f
 from __future__ import annotations
 
 import collections
+import json
 import os
+import tempfile
 import threading
-from typing import Optional
+from typing import Iterable, Optional
 
 from ..storage.local import LocalStorage
 from .digest import hash_bytes
-from .packs import PACK_SIZE, PackSet, pack_key
+from .packs import PACK_SIZE, PackSet, index_key, pack_key
 
 __all__ = ["LOCAL_PACK_BELOW", "LocalPackSet"]
 
@@ -87,6 +89,47 @@ class LocalPackSet(PackSet):
         self._waiting.clear()
         self._waiting_size = 0
         return batch
+
+    def write(self, objects: Iterable[tuple[str, bytes]]) -> str:
+        """Store ``(digest, bytes)`` pairs as one pack, index last; returns the pack's name.
+
+        The same format as ``PackSet.write``, streamed: the objects go to the file one after
+        another (no second copy of the pack in memory), the file is fsynced and renamed into
+        place, its folder fsynced, and only then is the index written (``write_bytes``: fsynced).
+        """
+        pieces: list[bytes] = []
+        entries: list[tuple[str, int, int]] = []
+        offset = 0
+        for digest, data in objects:
+            entries.append((digest, offset, len(data)))
+            pieces.append(data)
+            offset += len(data)
+        index = json.dumps(entries, separators=(",", ":")).encode()
+        name = hash_bytes(index)
+        target = self.storage.path_of(pack_key(name))
+        temp_folder = os.path.join(self.storage.root, ".tmp")
+        os.makedirs(temp_folder, exist_ok=True)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=temp_folder, prefix="pack-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for piece in pieces:
+                    f.write(piece)
+                if self.storage.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        if self.storage.fsync:
+            _fsync_folder(os.path.dirname(target))  # the pack's name is durable before its index
+        self.storage.write_bytes(index_key(name), index)
+        self._register(name, entries)
+        return name
 
     def _write(self, batch: list[tuple[str, bytes]]) -> str:
         try:
@@ -216,3 +259,13 @@ class LocalPackSet(PackSet):
             fd = self._fds.pop(name, None)
         if fd is not None:
             os.close(fd)
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder
+        pass
+    finally:
+        os.close(fd)

@@ -216,11 +216,15 @@ class PackSet:
         name = hash_bytes(index)
         self.storage.write_bytes(pack_key(name), bytes(body))
         self.storage.write_bytes(index_key(name), index)
+        self._register(name, entries)
+        return name
+
+    def _register(self, name: str, entries: list[tuple[str, int, int]]) -> None:
+        """Know a pack just written (its objects are found from now on)."""
         with self._lock:
             self._members[name] = [digest for digest, _offset, _length in entries]
             for digest, offset, length in entries:
                 self._where.setdefault(digest, (name, offset, length))
-        return name
 
     def quarantine(self, name: str) -> None:
         """Move a damaged pack under ``quarantine/``, index first (its objects then count as
