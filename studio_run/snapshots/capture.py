@@ -25,7 +25,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, cast
 
 from ..objects.digest import CHUNKED_FROM, hash_bytes, hash_file, hash_file_chunked
 from ..objects.local import LocalRepository
@@ -150,6 +150,17 @@ def _store_manifests(repo: LocalRepository, plan: "_Plan", meta: TableMeta, link
     return manifest, repo.put_manifest_bytes(manifest.to_bytes(times=False))
 
 
+class _Stat:
+    """The fields of a stat result that a capture reads, in under half its memory: a first
+    capture of 300,000 files holds one for every file until it is read."""
+
+    __slots__ = ("st_blocks", "st_ctime_ns", "st_dev", "st_ino", "st_mode", "st_mtime_ns", "st_size")
+
+    def __init__(self, st: os.stat_result) -> None:
+        self.st_dev, self.st_ino, self.st_size, self.st_mode = st.st_dev, st.st_ino, st.st_size, st.st_mode
+        self.st_mtime_ns, self.st_ctime_ns, self.st_blocks = st.st_mtime_ns, st.st_ctime_ns, st.st_blocks
+
+
 @dataclass
 class _Plan:
     """What the walk found: entries already decided, files to look at, and what was left out."""
@@ -182,7 +193,7 @@ def _plan(path: str, ignore: object | None, times: bool, known: Callable[[_Plan,
         rel, st = item
         if statmod.S_ISREG(st.st_mode):
             if not known(plan, item):
-                plan.regular.append(item)
+                plan.regular.append((rel, cast(os.stat_result, _Stat(st))))  # duck-typed: the fields used
         elif statmod.S_ISLNK(st.st_mode):
             _plan_link(plan, rel)
     return plan
