@@ -209,8 +209,8 @@ def test_kill_9_of_gc_keeps_every_live_version(big_store, tmp_path):
     store = os.path.join(home, ".studioml", "store")
     killed = []
     for _instant in range(INSTANTS):
-        before = _count(store)
-        killed.append(_kill_when(["gc"], home, lambda: _count(store) < before, rnd.uniform(0.0, 0.05)))
+        before = _stored(store)
+        killed.append(_kill_when(["gc"], home, lambda: _stored(store) < before, rnd.uniform(0.0, 0.05)))
         _assert_live_versions(home, big_store["trees"], f"gc{_instant}")
     assert any(killed), "no kill landed while gc deleted"
     done = studio("gc", home=home)  # a gc after killed ones finishes (no stale lock)
@@ -219,9 +219,13 @@ def test_kill_9_of_gc_keeps_every_live_version(big_store, tmp_path):
     _assert_live_versions(home, big_store["trees"], "gc-after")
 
 
-def _count(store: str) -> int:
+def _count(folder: str) -> int:
+    return sum(len(names) for _d, _s, names in os.walk(folder))
+
+
+def _stored(store: str) -> int:
     """Loose objects and pack files in the store."""
-    return sum(len(names) for folder in ("objects", "packs") for _d, _s, names in os.walk(os.path.join(store, folder)))
+    return _count(os.path.join(store, "objects")) + _count(os.path.join(store, "packs"))
 
 
 READER = """
