@@ -2,8 +2,10 @@
 
 Twenty thousand 4 KiB files cost twenty thousand PUTs as loose objects, bound by round trips (and,
 on a local S3 server, by its per-request CPU); packed, they are a handful of PUTs of a few MiB.
-Only the uploader to remote stores packs; the local store keeps loose objects, the fast path for
-captures and restores. Layout next to ``objects/``::
+The uploader packs objects below ``PACK_BELOW`` for remote stores; captures into the local store
+pack those below ``local_packs.LOCAL_PACK_BELOW`` as they read them (``LocalPackSet``). A remote
+store's staging folder keeps loose objects (its uploader reads them as files). Layout next to
+``objects/``::
 
     packs/ab/cdef….pack    the objects' bytes one after another
     packs/ab/cdef….index   JSON: [[digest, offset, length], ...]; the pack is named by its digest
