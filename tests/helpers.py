@@ -41,8 +41,13 @@ def write_script(folder: str, name: str, body: str) -> str:
 
 
 def corrupt_object(repo, digest: str) -> None:  # type: ignore[no-untyped-def]
-    """Overwrite the start of a stored object in a local repository (bit rot, a bad disk)."""
-    path = repo.storage.path_of(repo.object_key(digest))
+    """Overwrite the start of a stored object in a local repository (bit rot, a bad disk),
+    loose or inside its pack."""
+    path, offset = repo.storage.path_of(repo.object_key(digest)), 0
+    if not os.path.exists(path):
+        name, offset, _length = repo.packs.location(digest)
+        path = repo.storage.path_of(f"packs/{name[:2]}/{name[2:]}.pack")
     os.chmod(path, 0o644)
     with open(path, "r+b") as f:
+        f.seek(offset)
         f.write(b"BAD")

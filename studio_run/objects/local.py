@@ -7,7 +7,10 @@ gives one) instead of ``isinstance`` branches inside the generic class:
 - unnamed-file ingest: a file made with ``O_TMPFILE`` gets its object name by ``link`` once
   complete, so "already stored" costs no lookup and a crash leaves nothing to clean up;
 - kernel copies (``copy_file_range``) into and out of objects, hashed from the page cache;
-- the object's file path, for hard links and direct reads.
+- the object's file path, for hard links and direct reads;
+- small objects gathered into packs (``local_packs``): a capture of 100,000 small files writes a
+  few dozen pack files instead of 100,000 objects. Loose objects (older stores, large files)
+  are read as before; every read tries the place the object's size says is likelier first.
 
 An existing object is trusted only when its size is right (one ``stat``, paid only when the
 content was already there): a truncated or extended object is moved to quarantine and written
@@ -26,6 +29,7 @@ from typing import Optional
 from ..errors import IntegrityError
 from ..storage.local import LocalStorage
 from .digest import CHUNK, FILE_CHUNK, Hasher, chunk_list_digest, hash_bytes, hash_file, is_digest
+from .local_packs import LOCAL_PACK_BELOW, LocalPackSet
 from .manifest import Entry, Manifest
 from .repository import QUARANTINE, Repository, corrupted
 
@@ -42,23 +46,43 @@ class LocalRepository(Repository, storage=LocalStorage):
     """Objects and manifests as files under a ``LocalStorage`` root, with the local fast paths."""
 
     storage: LocalStorage
+    packs: LocalPackSet
     is_local = True
 
-    def __init__(self, storage: LocalStorage, pack_index_cache: Optional[str] = None) -> None:
+    def __init__(self, storage: LocalStorage, pack_index_cache: Optional[str] = None, *, packed: bool = True) -> None:
+        """``packed``: gather small objects into packs (the local store); False keeps every
+        object loose (a remote store's staging folder, whose uploader reads staged files)."""
         super().__init__(storage, pack_index_cache)
+        self.packs = LocalPackSet(storage, pack_index_cache)
+        self.pack_below = LOCAL_PACK_BELOW if packed else 0
         self.root = storage.root
         self._folders: set[str] = set()
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
 
     def has_object(self, digest: str, size: Optional[int] = None) -> bool:
-        """Whether the object is stored (the local store keeps no packs); with ``size``, only
-        when its file has that size, so a truncated object counts as absent and is rewritten."""
+        """Whether the object is stored, packed or loose; with ``size``, only when it has that
+        size, so a truncated loose object counts as absent and is rewritten."""
+        if self.packs.holds(digest, size):
+            return True
         try:
             st = os.stat(self._object_path(digest))
         except FileNotFoundError:
             return False
         return size is None or st.st_size == size
+
+    def seal(self) -> None:
+        """Write the small objects gathered so far as a pack (pack fsynced, then its index).
+
+        A capture calls it before storing its manifest, so a manifest never names an object
+        that only this process's memory holds."""
+        if self.packs.seal() is not None:
+            self._dirty = True
+
+    def flush(self) -> None:
+        """Seal the gathered objects into a pack, then make everything durable (one ``syncfs``)."""
+        self.seal()
+        super().flush()
 
     # -- ingest -------------------------------------------------------------------------------
     def ingest_file(self, path: str) -> tuple[str, int]:
@@ -130,6 +154,11 @@ class LocalRepository(Repository, storage=LocalStorage):
         content is written straight away, since the link that names it fails on its own when
         the object exists, for less than a separate lookup costs.
         """
+        if len(data) < self.pack_below:
+            written = self.packs.add(digest, data)
+            if written:
+                self._dirty = True
+            return digest, written
         if len(data) >= _LOOK_FIRST_FROM and self.has_object(digest, len(data)):
             return digest, 0
         out = self._open_unnamed()
@@ -236,8 +265,12 @@ class LocalRepository(Repository, storage=LocalStorage):
         try:
             try:
                 src = os.open(self._object_path(digest), os.O_RDONLY)
-            except FileNotFoundError as exc:
-                raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
+            except FileNotFoundError:
+                data = self._read_packed(digest)
+                with open(tmp, "wb") as packed:
+                    packed.write(data)
+                os.replace(tmp, dest)
+                return
             try:
                 out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
@@ -262,10 +295,14 @@ class LocalRepository(Repository, storage=LocalStorage):
         """
         for digest, size in entry.chunks or ((entry.digest, entry.size),):
             path = self._object_path(digest)
+            if size < self.pack_below_read and self.packs.location(digest) is not None:
+                _write_all(out, self._read_packed(digest))  # one pread from a pack kept open
+                continue
             try:
                 src = os.open(path, os.O_RDONLY)
-            except FileNotFoundError as exc:
-                raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
+            except FileNotFoundError:
+                _write_all(out, self._read_packed(digest))
+                continue
             try:
                 if size < _COPY_IN_KERNEL_FROM:  # the manifest's size bounds this one read
                     data = os.read(src, size + 1)
@@ -280,6 +317,25 @@ class LocalRepository(Repository, storage=LocalStorage):
                 os.close(src)
             if actual != digest:
                 raise corrupted("object", digest, actual, self.quarantine_object(digest))
+
+    #: Objects below this size are looked for in the packs first (whatever this repository packs).
+    pack_below_read = LOCAL_PACK_BELOW
+
+    def _read_packed(self, digest: str) -> bytes:
+        """A packed object's bytes, verified; ``IntegrityError`` when missing or corrupted."""
+        try:
+            data = self.packs.read(digest)
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
+        actual = hash_bytes(data)
+        if actual != digest:
+            raise corrupted("object", digest, actual, self.quarantine_object(digest))
+        return data
+
+    def read_order(self, digest: str) -> tuple[str, int]:
+        """Sort key that reads packed objects pack by pack, front to back (loose ones first)."""
+        found = self.packs.location(digest)
+        return (found[0], found[1]) if found else ("", 0)
 
     def _verify_copy(self, digest: str, copy: str, size: int) -> None:
         hasher = Hasher(size)
@@ -297,8 +353,12 @@ class LocalRepository(Repository, storage=LocalStorage):
         becomes durable with the ``flush`` that precedes the record pointing at it. An existing
         manifest of the wrong size is replaced (a same-size corruption is caught on read).
         """
-        digest = manifest.digest
-        data = manifest.to_bytes()
+        data = manifest.encode()
+        return self.put_manifest_bytes(data, manifest.digest)
+
+    def put_manifest_bytes(self, data: bytes, digest: str = "") -> str:
+        """``put_manifest`` of bytes a ``Manifest.to_bytes`` made (e.g. without times); its digest."""
+        digest = digest or hash_bytes(data)
         target = self.storage.path_of(self.manifest_key(digest))
         try:
             if os.stat(target).st_size == len(data):
@@ -315,6 +375,22 @@ class LocalRepository(Repository, storage=LocalStorage):
         return digest
 
     # -- quarantine ---------------------------------------------------------------------------
+    def quarantine_object(self, digest: str) -> bool:
+        """Move a damaged object aside: a loose one alone; a packed one with its pack, whose
+        sound objects are first written into a new pack (``LocalPackSet.salvage``). True when
+        the damaged bytes were moved, so the object now counts as absent."""
+        if super().quarantine_object(digest):
+            return True
+        found = self.packs.location(digest)
+        if found is None:
+            return False
+        try:
+            lost = self.packs.salvage(found[0])
+        except OSError:
+            return False  # the read that found the damage still raises
+        self.mark_sweep()
+        return digest in lost
+
     def _quarantine_if_damaged(self, digest: str, size: int) -> bool:
         """Move an existing object of the wrong size out of the way; True when it was moved."""
         try:

@@ -2,8 +2,10 @@
 
 Twenty thousand 4 KiB files cost twenty thousand PUTs as loose objects, bound by round trips (and,
 on a local S3 server, by its per-request CPU); packed, they are a handful of PUTs of a few MiB.
-Only the uploader to remote stores packs; the local store keeps loose objects, the fast path for
-captures and restores. Layout next to ``objects/``::
+The uploader packs objects below ``PACK_BELOW`` for remote stores; captures into the local store
+pack those below ``local_packs.LOCAL_PACK_BELOW`` as they read them (``LocalPackSet``). A remote
+store's staging folder keeps loose objects (its uploader reads them as files). Layout next to
+``objects/``::
 
     packs/ab/cdef….pack    the objects' bytes one after another
     packs/ab/cdef….index   JSON: [[digest, offset, length], ...]; the pack is named by its digest
@@ -216,11 +218,15 @@ class PackSet:
         name = hash_bytes(index)
         self.storage.write_bytes(pack_key(name), bytes(body))
         self.storage.write_bytes(index_key(name), index)
+        self._register(name, entries)
+        return name
+
+    def _register(self, name: str, entries: list[tuple[str, int, int]]) -> None:
+        """Know a pack just written (its objects are found from now on)."""
         with self._lock:
             self._members[name] = [digest for digest, _offset, _length in entries]
             for digest, offset, length in entries:
                 self._where.setdefault(digest, (name, offset, length))
-        return name
 
     def quarantine(self, name: str) -> None:
         """Move a damaged pack under ``quarantine/``, index first (its objects then count as
@@ -239,6 +245,20 @@ class PackSet:
         self.storage.delete(index_key(name))
         self.storage.delete(pack_key(name))
         self._forget(name)
+
+    def orphans(self) -> Iterator[str]:
+        """Names of pack files without an index: left by a writer killed between the two."""
+        indexed: set[str] = set()
+        packs: list[str] = []
+        for key in self.storage.list("packs/"):
+            if key.endswith(".index"):
+                indexed.add(key)
+            elif key.endswith(".pack"):
+                packs.append(key)
+        for key in packs:
+            name = key[len("packs/"):-len(".pack")].replace("/", "")
+            if index_key(name) not in indexed:
+                yield name
 
     def _forget(self, name: str) -> None:
         with self._lock:

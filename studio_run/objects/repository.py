@@ -62,7 +62,7 @@ class Repository:
         if storage is not None:
             Repository._by_storage[storage] = cls
 
-    def __new__(cls, storage: Storage, pack_index_cache: Optional[str] = None) -> "Repository":
+    def __new__(cls, storage: Storage, *args: Any, **kwargs: Any) -> "Repository":
         if cls is Repository:
             cls = Repository._by_storage.get(type(storage), cls)
         return super().__new__(cls)
@@ -182,9 +182,13 @@ class Repository:
         One existing of another size is damaged and is replaced (a same-size one is caught by
         the digest check of ``get_manifest``, which quarantines it).
         """
-        digest = manifest.digest
+        data = manifest.encode()
+        return self.put_manifest_bytes(data, manifest.digest)
+
+    def put_manifest_bytes(self, data: bytes, digest: str = "") -> str:
+        """``put_manifest`` of bytes a ``Manifest.to_bytes`` made (e.g. without times); its digest."""
+        digest = digest or hash_bytes(data)
         key = self.manifest_key(digest)
-        data = manifest.to_bytes()
         try:
             if self.storage.info(key).size == len(data):
                 return digest

@@ -179,7 +179,7 @@ class Capturer:
                     times=True,
                 )
             if target.manifest is None or result.manifest.digest != target.manifest.digest:
-                target.content = self.store.local_repo.put_manifest(_without_times(result.manifest))
+                target.content = result.content or self.store.local_repo.put_manifest(_without_times(result.manifest))
             target.manifest = result.manifest  # unchanged: the content manifest is the one stored before
         except OSError as exc:
             problem = f"capture failed: {exc.strerror or exc} ({exc.filename or target.path})"

@@ -53,17 +53,19 @@ def materialize(
                 raise UnsafePathError(f"refusing to write through the existing symlink {target}")
             os.makedirs(target, exist_ok=True)
 
-    def write(entry: Entry) -> None:
-        target = os.path.join(dest, *entry.path.split("/"))
-        if os.path.islink(target):
-            os.unlink(target)
-        write_entry_file(repo, entry, target)
-        if progress:
-            progress(entry.size)
+    local = isinstance(repo, LocalRepository)
 
-    if files:
-        with ThreadPoolExecutor(min(_WORKERS, len(files))) as pool:
-            list(pool.map(write, files))
+    def write(batch: list[Entry]) -> None:
+        for entry in batch:
+            target = os.path.join(dest, *entry.path.split("/"))
+            if os.path.islink(target):
+                os.unlink(target)
+            if not (local and not entry.sparse and _write_new(repo, entry, target)):  # type: ignore[arg-type]
+                write_entry_file(repo, entry, target)
+            if progress:
+                progress(entry.size)
+
+    _run_batches(repo, files, write)
     _write_links(dest, links)
     if manifest.single_file:
         return os.path.join(dest, manifest.entries[0].path)
@@ -117,16 +119,48 @@ def fill_new_folder(
             if progress:
                 progress(entry.size)
 
-    large, small = split_work(files, lambda e: e.size, small_below=1 << 20, per_batch=64)
-    with ThreadPoolExecutor(_WORKERS) as large_pool, ThreadPoolExecutor(_SMALL_WORKERS) as small_pool:
-        futures = [large_pool.submit(write, b) for b in large] + [small_pool.submit(write, b) for b in small]
-        for future in futures:
-            future.result()
+    _run_batches(repo, files, write)
     _write_links(dest, links)
     for folder in reversed(folders):
         os.chmod(os.path.join(dest, *folder.split("/")), 0o555)
     os.chmod(dest, 0o555)
     return stamp
+
+
+def _run_batches(repo: Repository, files: list[Entry], write: Callable[[list[Entry]], None]) -> None:
+    """Run ``write`` over the files: large ones one task each, small ones in batches, the small
+    ones in the order of their packs (each pack opened once and read front to back)."""
+    if isinstance(repo, LocalRepository):
+        order = repo.read_order
+        files = sorted(files, key=lambda e: order(e.digest) if not e.chunks else ("", 0))
+    large, small = split_work(files, lambda e: e.size, small_below=1 << 20, per_batch=64)
+    with ThreadPoolExecutor(_WORKERS) as large_pool, ThreadPoolExecutor(_SMALL_WORKERS) as small_pool:
+        futures = [large_pool.submit(write, b) for b in large] + [small_pool.submit(write, b) for b in small]
+        for future in futures:
+            future.result()
+
+
+def _write_new(repo: LocalRepository, entry: Entry, target: str) -> bool:
+    """Write a file that does not exist yet in place (no temporary name to rename: ``get``
+    fills a fresh folder); False when it exists, to be replaced atomically instead.
+
+    ``O_EXCL | O_NOFOLLOW`` never writes through anything already there; a file left half
+    written by a failed read is removed before the error goes on.
+    """
+    try:
+        out = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        repo.write_entry_to(entry, out)
+        os.fchmod(out, entry.mode)
+        _set_mtime(out, entry)
+    except BaseException:
+        os.close(out)
+        os.unlink(target)
+        raise
+    os.close(out)
+    return True
 
 
 def write_entry_file(repo: Repository, entry: Entry, dest: str) -> None:

@@ -4,28 +4,54 @@ Re-hashing an unchanged 1 GiB folder on every periodic capture would cost second
 costs microseconds a file. An entry is trusted only while the file's size, mtime and ctime are
 unchanged, and is never recorded for a file modified within ``_RACY_NS`` of being hashed: a write
 in the same clock tick would not move the mtime, so such a file is hashed again next time (the
-"racy git" rule). The cache is a SQLite file shared by every run on this machine; losing it
-only costs a re-hash.
+"racy git" rule). Losing any of it only costs a re-hash.
+
+Two stores, for two questions:
+
+- the **stat table** of a captured folder (git's index): every file of its last capture, by
+  path, with the stat that vouched for its digest, read with one ``read`` and one ``marshal``
+  load (C speed, ~30 ms for 100,000 files) and checked against a BLAKE3 digest of its bytes.
+  An unchanged re-capture looks each walked file up in it: one dict lookup a file, no query;
+- the SQLite file shared by every run on this machine, keyed by (device, inode), for files the
+  table does not know (a folder captured for the first time, or files moved in from elsewhere).
 """
 
 from __future__ import annotations
 
+import marshal
 import os
 import sqlite3
+import struct
 import threading
 import time
-from typing import Iterable
+from typing import Iterable, Optional
 
-__all__ = ["StatCache", "StatKey", "stat_key"]
+from ..objects.digest import hash_bytes
+
+__all__ = ["StatCache", "StatKey", "TableMeta", "packed_stat", "stat_key", "table_row"]
 
 StatKey = tuple[int, int, int, int, int]  # dev, ino, size, mtime_ns, ctime_ns
+#: What a stat table says about the capture that wrote it (``snapshots.capture`` decides the fields).
+TableMeta = tuple
+_PACKED = struct.Struct("<QQqqq")  # dev, ino, size, mtime_ns, ctime_ns: 40 bytes
 _RACY_NS = 50_000_000
 _BATCH = 500
+_TABLE_MAGIC = b"studio stat table 1\n"
 
 
 def stat_key(st: os.stat_result) -> StatKey:
     """The stat fields that must all be unchanged for a cached digest to hold."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def packed_stat(st: os.stat_result) -> bytes:
+    """``stat_key`` as the 40 bytes a stat-table row starts with (compact: 100,000 rows in ~15 MB)."""
+    return _PACKED.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def table_row(key: StatKey, value: str) -> bytes:
+    """A stat-table row: the packed stat, then the cache value (ASCII)."""
+    return _PACKED.pack(*key) + value.encode("ascii")
 
 
 class StatCache:
@@ -35,8 +61,59 @@ class StatCache:
         self.path = path
         self._memory: dict[tuple[int, int], tuple[StatKey, str]] = {}
         self._pending: dict[tuple[int, int], tuple[StatKey, str]] = {}
+        self._tables: dict[str, tuple[dict[str, bytes], TableMeta]] = {}  # without a file: this process's
         self._lock = threading.Lock()
 
+    # -- stat tables ------------------------------------------------------------------------------
+    def _table_path(self, root: str) -> Optional[str]:
+        if not self.path:
+            return None
+        name = hash_bytes(os.fsencode(root))[:32]
+        return os.path.join(os.path.dirname(self.path), "stat-tables", name)
+
+    def load_table(self, root: str) -> tuple[dict[str, bytes], TableMeta]:
+        """The stat table of ``root``'s last capture: ``(path -> row, meta)``; empty when there
+        is none or it does not check out (damaged, written for another folder)."""
+        path = self._table_path(root)
+        if path is None:
+            return self._tables.get(root, ({}, ()))
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return {}, ()
+        head = len(_TABLE_MAGIC)
+        body = data[head + 65:]
+        if data[:head] != _TABLE_MAGIC or data[head:head + 64].decode("ascii", "replace") != hash_bytes(body):
+            return {}, ()
+        try:
+            saved_root, rows, meta = marshal.loads(body)
+        except (EOFError, ValueError, TypeError):
+            return {}, ()
+        if saved_root != root or not isinstance(rows, dict) or not isinstance(meta, tuple):
+            return {}, ()
+        return rows, meta
+
+    def save_table(self, root: str, rows: dict[str, bytes], meta: TableMeta) -> None:
+        """Replace ``root``'s stat table (atomically); a failure only costs re-hashing next time."""
+        path = self._table_path(root)
+        if path is None:
+            self._tables[root] = (rows, meta)
+            return
+        body = marshal.dumps((root, rows, meta))
+        tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(_TABLE_MAGIC + hash_bytes(body).encode() + b"\n" + body)
+            os.replace(tmp, path)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    # -- lookups by (device, inode) -----------------------------------------------------------------
     def get_many(self, keys: Iterable[StatKey]) -> dict[StatKey, str]:
         """Digests for every key still valid, from memory first and SQLite for the rest."""
         found: dict[StatKey, str] = {}
@@ -52,13 +129,16 @@ class StatCache:
             found.update(self._query(missing))
         return found
 
-    def put(self, key: StatKey, digest: str, hashed_at_ns: int) -> None:
-        """Remember a digest computed from a read that started at ``hashed_at_ns``."""
+    def put(self, key: StatKey, digest: str, hashed_at_ns: int) -> bool:
+        """Remember a digest computed from a read that started at ``hashed_at_ns``; False when
+        the file was modified too recently for its stat to vouch for it (not remembered)."""
         if hashed_at_ns - key[3] < _RACY_NS:
-            return
+            return False
         with self._lock:
-            self._memory[key[:2]] = (key, digest)
+            if not self.path:  # with a file, stat tables answer this process's next captures
+                self._memory[key[:2]] = (key, digest)
             self._pending[key[:2]] = (key, digest)
+        return True
 
     def save(self) -> None:
         """Write new entries to SQLite in one transaction; failures only cost future re-hashing."""

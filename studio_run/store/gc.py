@@ -1,8 +1,11 @@
 """``studio gc``: delete objects and manifests no record refers to.
 
 Mark and sweep: every record's artifacts and reuses mark manifests, manifests mark objects, the
-rest is swept. A pack (small objects uploaded together) goes only when none of its objects is
-live. Three guards keep a capture in progress whole, on any machine sharing the store:
+rest is swept. A pack (small objects stored together) goes only when none of its objects is
+live: a partly live pack is kept whole, never rewritten (a pack is write-once like an object; the
+dead bytes it keeps are the small files of deleted runs that shared a capture with live ones). A
+pack file without an index (its writer was killed between the two) is garbage, swept after the
+grace like any unreferenced content. Three guards keep a capture in progress whole, on any machine sharing the store:
 
 - gc holds the store's exclusive lock (``studio_run.store.locks``) while it marks and sweeps,
   and a capture holds a shared one from before it decides content is "already stored" until
@@ -189,6 +192,10 @@ def _sweep(repo: Repository, records: RecordStore, grace: float, dry_run: bool, 
         out.swept_packs.append(name)
         out.objects += len(members)
         out.bytes += pack.size if pack is not None else 0
+    for name in list(repo.packs.orphans()):  # a writer killed between its pack and its index
+        size = sweep(pack_key(name), partial(repo.storage.delete, pack_key(name)))
+        if size is not None:
+            out.bytes += size
     return out
 
 

@@ -44,7 +44,7 @@ def open_store(config: Config, connect: bool = True) -> Store:
     store_id = hashlib.sha256(url.encode()).hexdigest()[:16]
     staging = LocalStorage(os.path.join(config.home, "staging", store_id), fsync=config.fsync)
     repo = Repository(storage, pack_index_cache=os.path.join(config.home, "packindex", store_id))
-    staging_repo = LocalRepository(staging)
+    staging_repo = LocalRepository(staging, packed=False)  # the uploader reads staged objects as files
     records = RecordStore(storage)
     store = Store(url, storage, repo, staging_repo, records, config, connection,
                   build_syncer=_syncer_builder(url, repo, staging_repo, staging, records, connection),

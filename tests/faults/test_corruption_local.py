@@ -69,7 +69,8 @@ def base(tmp_path_factory):
         big += rnd.randbytes((8 << 20) - len(big) + 1)
     trees = {
         "keep": {"k1.txt": b"keep one\n", "sub/k2.bin": rnd.randbytes(5000)},
-        "victim": {"notes.txt": b"victim's own notes\n", "big.bin": big, "sub/v2.txt": b"victim two\n"},
+        "victim": {"notes.txt": b"victim's own notes\n" * 60000, "big.bin": big, "sub/v2.txt": b"victim two\n"},
+        # notes.txt is 1.1 MiB, so it stays a loose object (damage inside packs: test_packs.py)
         "gone": {"g.txt": b"content only a deleted experiment had\n"},
     }
     proj = os.path.join(home, "proj")

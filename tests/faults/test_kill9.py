@@ -152,7 +152,8 @@ def big_store(tmp_path_factory):
         "big": {**{f"part/{i:02}.bin": rnd.randbytes(1 << 20) for i in range(60)},
                 "huge.bin": rnd.randbytes(3 * FILE_CHUNK)},
         "small": {"a.txt": b"small a\n", "b/c.txt": b"small c\n"},
-        "old": {f"o{i:04}.bin": rnd.randbytes(1024) for i in range(1500)},
+        "old": {**{f"o{i:04}.bin": rnd.randbytes(1024) for i in range(1500)},  # one pack
+                **{f"l{i:02}.bin": rnd.randbytes(1 << 20) for i in range(40)}},  # 40 loose objects
     }
     script = write_script(home, "s.py", "print('ok')\n")
     proj = os.path.join(home, "proj")
@@ -205,11 +206,11 @@ def _began(dest: str) -> bool:
 def test_kill_9_of_gc_keeps_every_live_version(big_store, tmp_path):
     home = _copy_home(big_store["home"], tmp_path)
     rnd = random.Random(3001)
-    objects = os.path.join(home, ".studioml", "store", "objects")
+    store = os.path.join(home, ".studioml", "store")
     killed = []
     for _instant in range(INSTANTS):
-        before = _count(objects)
-        killed.append(_kill_when(["gc"], home, lambda: _count(objects) < before, rnd.uniform(0.0, 0.05)))
+        before = _stored(store)
+        killed.append(_kill_when(["gc"], home, lambda: _stored(store) < before, rnd.uniform(0.0, 0.05)))
         _assert_live_versions(home, big_store["trees"], f"gc{_instant}")
     assert any(killed), "no kill landed while gc deleted"
     done = studio("gc", home=home)  # a gc after killed ones finishes (no stale lock)
@@ -220,6 +221,11 @@ def test_kill_9_of_gc_keeps_every_live_version(big_store, tmp_path):
 
 def _count(folder: str) -> int:
     return sum(len(names) for _d, _s, names in os.walk(folder))
+
+
+def _stored(store: str) -> int:
+    """Loose objects and pack files in the store."""
+    return _count(os.path.join(store, "objects")) + _count(os.path.join(store, "packs"))
 
 
 READER = """

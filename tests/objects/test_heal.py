@@ -12,8 +12,9 @@ import os
 import pytest
 
 from studio_run.errors import IntegrityError
+from studio_run.objects.local import LocalRepository
 from studio_run.objects.manifest import Manifest
-from studio_run.objects.repository import QUARANTINE, Repository
+from studio_run.objects.repository import QUARANTINE
 from studio_run.snapshots.capture import snapshot
 from studio_run.snapshots.restore import materialize
 from studio_run.snapshots.statcache import StatCache
@@ -25,7 +26,7 @@ FILES = {"small.txt": b"small\n" * 10, "medium.bin": os.urandom(2 << 20), "big.b
 
 @pytest.fixture
 def repo(tmp_path):
-    return Repository(LocalStorage(str(tmp_path / "store")))
+    return LocalRepository(LocalStorage(str(tmp_path / "store")), packed=False)  # loose objects: large files, older stores
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ def repo(request, tmp_path, monkeypatch):
     """A local repository, once with unnamed temp files (O_TMPFILE + link), once with named ones."""
     if request.param == "named":
         monkeypatch.setattr(repository, "_UNNAMED", [False])
-    return Repository(LocalStorage(str(tmp_path / "store")))
+    return repository.LocalRepository(LocalStorage(str(tmp_path / "store")), packed=False)  # loose objects: large files, older stores
 
 
 def _object_path(repo: Repository, digest: str) -> str:

@@ -21,8 +21,13 @@ def repo(tmp_path):
 
 
 def _store_bytes(repo: Repository) -> int:
-    root = os.path.join(repo.storage.root, "objects")
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files)
+    """Content bytes in the store: loose objects and packs (not their indexes)."""
+    total = 0
+    for top, keep in (("objects", ""), ("packs", ".pack")):
+        root = os.path.join(repo.storage.root, top)
+        total += sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(root) for f in files
+                     if f.endswith(keep))
+    return total
 
 
 def _make_tree(root, count: int) -> None:

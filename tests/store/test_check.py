@@ -17,8 +17,9 @@ from studio_run.store.records import RunRecord, new_run_id
 from studio_run.store.store import Store
 from tests.helpers import studio
 
-FILES = {"a.txt": b"alpha\n" * 100, "b.txt": b"bravo\n" * 100, "c.bin": os.urandom(300_000)}
-MANY = {f"m{i:03}.txt": f"small file {i}\n".encode() for i in range(40)}  # packed on a remote store
+# 1.1 MiB and more: loose objects on both stores (damage inside packs: MANY)
+FILES = {"a.txt": b"alpha\n" * 200_000, "b.txt": b"bravo\n" * 200_000, "c.bin": os.urandom(1_100_000)}
+MANY = {f"m{i:03}.txt": f"small file {i}\n".encode() for i in range(40)}  # packed on either store
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -132,12 +133,8 @@ def test_a_damaged_pack_is_found_and_healed(tmp_path, opener):
     folder = _tree(tmp_path / "w", MANY)
     record = _capture(store, "packed", folder)
     packs = [k for k in store.storage.list("packs/") if k.endswith(".pack")]
-    if not store.is_remote:
-        assert packs == []  # the local store keeps loose objects: rot one of them instead
-        key = store.repo.object_key(store.repo.get_manifest(record.artifacts["w"].digest).entries[0].digest)
-    else:
-        assert packs
-        key = packs[0]
+    assert packs  # small objects are packed on the local store too
+    key = packs[0]
     _rot(store.storage, key)
     found = check_store(opener("checker"), repair=True)
     # both of the run's manifests (content, and with file times) name the lost object

@@ -25,7 +25,7 @@ from studio_run.store.open import open_store
 from studio_run.store.records import RunRecord, new_run_id
 from studio_run.store.store import Store
 
-FILES = {f"f{i}.txt": f"content {i}\n".encode() * 50 for i in range(5)}
+FILES = {f"f{i}.txt": f"content {i}\n".encode() * 120_000 for i in range(5)}  # 1 MiB+: loose objects, one delete each
 
 
 @pytest.fixture(params=["local", "s3"])
