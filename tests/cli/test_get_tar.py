@@ -14,9 +14,10 @@ import tarfile
 
 import pytest
 
+from studio_run.objects.local import LocalRepository
 from studio_run.objects.manifest import Manifest
 from studio_run.storage.local import LocalStorage
-from tests.helpers import studio, studio_env, write_script
+from tests.helpers import corrupt_object, studio, studio_env, write_script
 
 FILES = {"f.txt": b"f" * 5000, "sub/g.bin": os.urandom(200_000), "sub/deep/h.txt": b"hello\n"}
 MTIME_NS = 1_650_000_000_987_654_321
@@ -127,11 +128,9 @@ def test_a_corrupted_object_fails_and_leaves_no_archive(home, tmp_path):
     manifests = [k for k in storage.list("manifests/")]
     digests = {e.digest for k in manifests for e in Manifest.from_bytes(storage.read_bytes(k)).entries
                if e.path == "sub/deep/h.txt"}
+    repo = LocalRepository(storage)
     for digest in digests:
-        path = storage.path_of(f"objects/{digest[:2]}/{digest[2:]}")
-        os.chmod(path, 0o644)
-        with open(path, "r+b") as f:
-            f.write(b"BAD")
+        corrupt_object(repo, digest)  # loose or inside its pack
     out = tmp_path / "broken.tar.gz"
     done = studio("get", "tarred/model", "--tar", str(out), home=home)
     _one_line_error(done, 1, "corrupted")
