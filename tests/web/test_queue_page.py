@@ -143,3 +143,14 @@ def test_the_queue_page_needs_no_celery() -> None:
                           cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_an_empty_store_says_there_is_nothing_queued_and_no_worker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    home = Home(str(tmp_path / "home"), str(tmp_path))
+    os.makedirs(home.home)
+    store = open_store(load_config(None, env=home.env()))
+    app = build_app(store, Guard.for_bind("127.0.0.1"), RunIndex(store, str(tmp_path / "index")), socket.gethostname())
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        page = c.get("/queue")
+    assert page.status_code == 200 and _jobs(page.text) == []
+    assert "No queued or running jobs." in page.text and "No workers seen" in page.text
