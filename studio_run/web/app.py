@@ -1,7 +1,7 @@
 """The Starlette application: its routes, the guard every request passes first, and error pages.
 
 ``build_app`` only wires: the page modules (``runs``, ``run_page``, ``logs``, ``downloads``,
-``actions``, ``compare``) do the work through the store, ``security`` holds the rules. The run
+``actions``, ``compare``, ``queue_page``) do the work through the store, ``security`` holds the rules. The run
 index refreshes itself in the background (``store.runindex``), so no page request pays for a scan.
 """
 
@@ -26,6 +26,7 @@ from .compare import compare_page
 from .context import Context, render, template_environment
 from .downloads import file_download, tar_download, tar_gz_download
 from .logs import log_fragment
+from .queue_page import queue_page
 from .run_page import run_page, tree_fragment
 from .runs import runs_page
 from .security import Guard, cookie_name, strip_token
@@ -126,6 +127,7 @@ def build_app(store: Store, guard: Guard, index: RunIndex, hostname: str) -> Sta
     routes = [
         Route("/", runs_page),
         Route("/compare", compare_page),
+        Route("/queue", queue_page),
         Route(run, run_page),
         Route(run + "/log", log_fragment),
         Route(run + "/tree/{tag}", tree_fragment),

@@ -1,6 +1,6 @@
 """The Run page: one record (command, arguments, hyper-parameters, host, git with its diff,
-packages), its artifacts with a browsable file tree, lineage both ways, and every version of
-its experiment.
+packages, a queued run's attempts), its artifacts with a browsable file tree, lineage both
+ways, and every version of its experiment.
 
 Arguments and the diff pass through ``redact`` again before they are shown: records are
 redacted when written, and a page must never be the place a secret slips out from an older one.
@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse
 
 from .. import console
 from ..errors import NotFoundError
+from ..queue.status import attempt_rows
 from ..redact import redact_args, redact_text
 from ..store.archive import list_tree
 from ..store.records import TERMINAL, DamagedRecordError, RunRecord, effective_status
@@ -60,6 +61,7 @@ def run_page(request: Request) -> HTMLResponse:
         env=_environment(context, record), artifacts=sorted(record.artifacts.values(), key=lambda a: a.tag),
         reused_from=record.reuses, reused_by=reused_by, versions=versions_of(context, record.experiment),
         stoppable=status in ("running", "queued"), deletable=status in TERMINAL or status == "lost",
+        attempts=attempt_rows(context.store, record) if record.queue else [],
         duration=(record.ended_at - record.started_at) if record.ended_at and record.started_at else None,
     )
 
