@@ -149,7 +149,8 @@ def test_a_click_opens_the_run_page(page, server: Server, home: Home) -> None:
     assert page.locator("#status").inner_text() == "finished"
     page.locator("#artifact-model button.files").click()
     page.locator("#tree-model button.folder").click()
-    assert page.locator("#tree-model a.file", has_text="weights.bin").is_visible()
+    # The folder opens through htmx: wait for it (is_visible() would read the page before the swap).
+    playwright_api.expect(page.locator("#tree-model a.file", has_text="weights.bin")).to_be_visible(timeout=30_000)
 
 
 def test_the_tar_gz_download_holds_the_captured_bytes_and_times(page, server: Server, home: Home, tmp_path) -> None:
