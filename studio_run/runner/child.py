@@ -26,6 +26,10 @@ from .watchdog import Watchdog, end_group, group_alive
 
 __all__ = ["ChildResult", "run_child"]
 
+# The script leads a process group of its own: signals, stops and the watchdog reach everything it
+# starts. Popen's ``process_group`` is Python 3.11+; before, ``setpgrp`` in the child does the same.
+_OWN_GROUP: dict = {"process_group": 0} if sys.version_info >= (3, 11) else {"preexec_fn": os.setpgrp}
+
 
 @dataclass(frozen=True)
 class ChildResult:
@@ -55,7 +59,7 @@ def run_child(
         watchdog = Watchdog.start(signals.grace)
         try:
             proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    process_group=0)
+                                    **_OWN_GROUP)
         except BaseException:
             watchdog.release()
             raise
