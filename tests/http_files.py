@@ -53,9 +53,14 @@ def serve_files() -> Iterator[FileServer]:
             pass
 
         def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-            status = self._answer()
+            self._answer()
+
+        def send_response(self, code: int, message: str | None = None) -> None:
+            # Recorded before any byte goes out: a client that has read the whole answer must
+            # find its request counted (recording after the write raced with the test's check).
             with state.lock:
-                state.requests.append(("GET", self.path, status))
+                state.requests.append(("GET", self.path, code))
+            super().send_response(code, message)
 
         def _answer(self) -> int:
             path = self.path.split("?")[0]
