@@ -321,17 +321,6 @@ class LocalRepository(Repository, storage=LocalStorage):
     #: Objects below this size are looked for in the packs first (whatever this repository packs).
     pack_below_read = LOCAL_PACK_BELOW
 
-    def _read_packed(self, digest: str) -> bytes:
-        """A packed object's bytes, verified; ``IntegrityError`` when missing or corrupted."""
-        try:
-            data = self.packs.read(digest)
-        except FileNotFoundError as exc:
-            raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
-        actual = hash_bytes(data)
-        if actual != digest:
-            raise corrupted("object", digest, actual, self.quarantine_object(digest))
-        return data
-
     def read_order(self, digest: str) -> tuple[str, int]:
         """Sort key that reads packed objects pack by pack, front to back (loose ones first)."""
         found = self.packs.location(digest)

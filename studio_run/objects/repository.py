@@ -155,10 +155,20 @@ class Repository:
         try:
             data = self.storage.read_bytes(self.object_key(digest))
         except FileNotFoundError:
-            try:
-                data = self.packs.read(digest)
-            except FileNotFoundError as exc:
-                raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
+            return self._read_packed(digest)
+        return self._verified(digest, data)
+
+    def _read_packed(self, digest: str) -> bytes:
+        """A packed object's bytes, verified; ``IntegrityError`` when missing or corrupted."""
+        try:
+            data = self.packs.read(digest)
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"object {digest[:12]}… is missing from the store") from exc
+        return self._verified(digest, data)
+
+    def _verified(self, digest: str, data: bytes) -> bytes:
+        """``data`` when it hashes to ``digest``; otherwise the object is quarantined and
+        ``IntegrityError`` says so."""
         actual = hash_bytes(data)
         if actual != digest:
             raise corrupted("object", digest, actual, self.quarantine_object(digest))
