@@ -5,7 +5,7 @@ Guarantees checked: the seed scenario through a worker; a worker killed with -9 
 group, or its main process alone) -> the run finishes once on another worker from its last
 capture, attempt 2, attempt 1 lost, no orphan script; a job whose broker lease runs out while it
 runs is not started again; studio stop of queued and running jobs; --lifetime; a 6-point grid
-over two workers; and no credential in Redis, the store, or any log.
+over two workers; a job queued before a broker kill -9 and restart (AOF) runs once; and no credential in Redis, the store, or any log.
 """
 
 from __future__ import annotations
@@ -304,6 +304,35 @@ def test_a_job_whose_message_the_broker_lost_is_found_by_a_sweep_and_runs(
     wait_for(lambda: _status(world, experiment, "finished"), "the sweep to find the job and a worker to run it")
     assert "waits without a message; republished" in worker.output
     assert "found and ran" in world.a.studio("logs", experiment).stdout
+    worker.kill()
+
+
+def test_a_job_queued_before_a_broker_crash_runs_once_after_the_restart(
+        world: World, queue_name: str, redis_server) -> None:
+    import redis
+
+    marker = uuid.uuid4().hex
+    write_script(world.project, "survivor.py", f"print('survived the broker crash {marker}')\n")
+    experiment = f"restart-{queue_name}"
+    queued = world.a.studio("run", "--queue", queue_name, "-e", experiment, "survivor.py", cwd=world.project)
+    assert queued.returncode == 0, queued.stderr
+    assert world.runs(experiment)[0]["status"] == "queued"  # no worker serves this queue yet
+    redis_server.kill9()  # kill -9: nothing flushed on purpose; the append-only file keeps the job
+    redis_server.start()  # same port, same AOF
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.llen(f"studio.{queue_name}") == 1  # the broker itself kept the message
+    worker = world.b.worker(queue_name)
+    wait_for(lambda: _status(world, experiment, "finished"), "the job kept across the broker crash to run")
+    runs = world.runs(experiment)
+    assert len(runs) == 1 and runs[0]["attempt"] == 1 and runs[0]["exit_code"] == 0
+    log = world.a.studio("logs", experiment)
+    assert log.returncode == 0, log.stderr
+    assert log.stdout.count(f"survived the broker crash {marker}") == 1, log.stdout
+    _, prefix = world.bucket()
+    claims = world.store_keys_under(f"{prefix}/claims/{experiment}/{runs[0]['run_id']}/")
+    assert [k.rsplit("/", 1)[1] for k in claims if not k.endswith((".beat", ".end"))] == ["1"]
+    assert worker.output.count(f"{experiment}--{runs[0]['run_id']} attempt 1 starting") == 1
+    assert "waits without a message; republished" not in worker.output  # delivered by the broker, not the sweep
     worker.kill()
 
 
