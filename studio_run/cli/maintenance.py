@@ -30,6 +30,8 @@ def gc(ctx: click.Context, grace: str, dry_run: bool) -> None:
         f"{verb} {result.objects_removed} objects ({console.format_size(result.bytes_removed)}) and "
         f"{result.manifests_removed} manifests; kept {result.kept_young} younger than {grace}{staged}"
     )
+    if result.queue.total:
+        console.info(f"{verb} {result.queue.total} queue keys of final or deleted runs and long-silent workers")
     if local is not None and local.unreadable:
         console.warn(f"staged files were kept: {local.unreadable}; `studio sync` names the run")
 

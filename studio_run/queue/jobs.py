@@ -14,6 +14,9 @@ again by a worker's sweep, and a message delivered twice is recognised by the ru
 - ``claims/<exp>/<run_id>/<N>``: attempt N of the run, created exclusively by the worker that
   runs it (``claims.py``); ``<N>.beat`` its heartbeat, ``<N>.end`` how that attempt ended.
 - ``workers/<worker id>.json``: each worker's own heartbeat (host, slots, current runs).
+
+The key layout is defined in ``store/queue_keys.py`` (``studio delete`` and ``gc`` remove these
+keys from the store layer) and offered here too, where the queue's modules look for it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
+
+from ..store.queue_keys import claims_prefix, index_key, index_prefix, parse_index_key, worker_key
 
 __all__ = [
     "FORMAT",
@@ -133,32 +138,3 @@ def job_from_message(body: Any) -> Job:
     if isinstance(body, Mapping):  # a bare job (a publisher that did not wrap it)
         return Job.from_dict(body)
     raise ValueError("message holds no studio job")
-
-
-def index_prefix(queue: str) -> str:
-    """Prefix of a queue's index of jobs not final yet."""
-    return f"queue/{queue}/"
-
-
-def index_key(queue: str, experiment: str, run_id: str) -> str:
-    """Key of one job in its queue's index."""
-    return f"{index_prefix(queue)}{experiment}--{run_id}.json"
-
-
-def parse_index_key(key: str) -> Optional[tuple[str, str, str]]:
-    """``(queue, experiment, run_id)`` of an index key, or None for anything else."""
-    parts = key.split("/")
-    if len(parts) != 3 or parts[0] != "queue" or not parts[2].endswith(".json"):
-        return None
-    experiment, sep, run_id = parts[2][:-5].rpartition("--")
-    return (parts[1], experiment, run_id) if sep and experiment else None
-
-
-def claims_prefix(experiment: str, run_id: str) -> str:
-    """Prefix of a run's claims (one per attempt) and their heartbeats."""
-    return f"claims/{experiment}/{run_id}/"
-
-
-def worker_key(worker_id: str) -> str:
-    """Key of a worker's heartbeat."""
-    return f"workers/{worker_id}.json"

@@ -21,6 +21,9 @@ not held hostage to it, and nothing it may still point at is deleted on a guess)
 vanish under it (another machine's gc before the locks, a sweep by hand) are skipped. Nothing
 it writes needs free space beyond empty keys, so it runs on a full disk.
 
+The job queue's leftovers (index entries and claim heartbeats of final or deleted runs, worker
+heartbeats silent for a day) go too, after the content (``studio_run.store.queue_gc``).
+
 On a remote store, this machine's staged copies and cached pack indexes are pruned after the
 sweep (``studio_run.store.staging_gc``), under the staging folder's own exclusive lock.
 """
@@ -40,6 +43,7 @@ from ..objects.manifest import Manifest
 from ..objects.packs import index_key, pack_key
 from ..objects.repository import Repository
 from .locks import EXCLUSIVE, hold
+from .queue_gc import QueueTidy, tidy_queue_keys
 from .records import DamagedRecordError, RecordStore, RunRecord
 from .staging_gc import PruneResult, prune_local_copies
 from .store import Store
@@ -64,6 +68,7 @@ class GcResult:
     kept_young: int
     local: Optional[PruneResult] = None  # this machine's copies of a remote store
     problems: tuple[str, ...] = field(default=())  # stray files, unreadable records and manifests
+    queue: QueueTidy = field(default_factory=QueueTidy)  # the job queue's leftover keys (``queue_gc``)
 
 
 def collect_garbage(
@@ -92,7 +97,8 @@ def collect_garbage(
     if store.is_remote:
         with hold(store.local_repo.storage, EXCLUSIVE, wait=lock_wait, note=note):
             local = prune_local_copies(store, grace, dry_run, result.swept_packs)
-    return GcResult(result.objects, result.manifests, result.bytes, result.young, local, tuple(problems))
+    queue = tidy_queue_keys(store.records, dry_run)
+    return GcResult(result.objects, result.manifests, result.bytes, result.young, local, tuple(problems), queue)
 
 
 def live_manifests(

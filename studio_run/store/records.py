@@ -25,6 +25,7 @@ from ..objects.digest import is_digest
 from ..origin import process_alive, process_start_ticks
 from ..refs import check_experiment_name
 from ..storage.base import Storage
+from .queue_keys import forget_runs
 
 __all__ = [
     "ArtifactRecord",
@@ -411,6 +412,7 @@ class RecordStore:
         if not keys:
             raise NotFoundError(f"no experiment named {experiment!r}")
         self.storage.delete_many(keys)
+        forget_runs(self.storage, experiment)  # its claims and queue index entries: no queue leftovers
         return sum(1 for k in keys if k.endswith(".json") and not k.endswith(".env.json"))  # not .stop requests
 
     def delete_run(self, experiment: str, run_id: str) -> None:
@@ -418,4 +420,6 @@ class RecordStore:
         version numbers move down by one: a version is a position."""
         if run_id not in self.run_ids(_checked_name(experiment)):
             raise NotFoundError(f"experiment {experiment!r} has no run {run_id!r}")
-        self.storage.delete_many([self.record_key(experiment, run_id), self.env_key(experiment, run_id)])
+        self.storage.delete_many([self.record_key(experiment, run_id), self.env_key(experiment, run_id),
+                                  self.record_key(experiment, run_id)[: -len(".json")] + ".stop"])
+        forget_runs(self.storage, experiment, [run_id])  # its claims and queue index entry
