@@ -56,6 +56,7 @@ def decide(store: Store, job: Job, worker_id: str) -> Decision:
     attempt = newest + 1
     if not claims.claim(attempt, worker_id):
         return Decision(0, record, f"another worker claimed attempt {attempt} first")
+    record.attempt = attempt  # this attempt owns the record now: the record store's guard drops older ones
     if taking_over:
         claims.end(newest, "lost")
     if newest == 0 and job.expired():

@@ -20,12 +20,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Optional, TypeVar
 
+from .. import console
 from ..errors import IntegrityError, NotFoundError, UsageError
 from ..objects.digest import is_digest
 from ..origin import process_alive, process_start_ticks
 from ..refs import check_experiment_name
 from ..storage.base import Storage
-from .queue_keys import forget_runs
+from .queue_keys import claims_prefix, forget_runs
 
 __all__ = [
     "ArtifactRecord",
@@ -267,10 +268,28 @@ class RecordStore:
         """Key of a run's environment (packages, git diff)."""
         return f"experiments/{experiment}/{run_id}.env.json"
 
-    def write(self, record: RunRecord) -> None:
-        """Publish the record (atomic replace): the pointer written last."""
+    def write(self, record: RunRecord) -> bool:
+        """Publish the record (atomic replace): the pointer written last. False when dropped.
+
+        The attempt guard: a queued run's record written by attempt N is dropped (one line says
+        so) once attempt N+1 has been claimed. A worker judged dead and taken over may still be
+        alive (a network partition, a stalled machine) and finish late; its record, or one its
+        uploader publishes later from the journal, must not overwrite the newer attempt's. The
+        claims are read right before the write: one listing, for queued runs only.
+        """
+        if record.queue and self._taken_over(record):
+            console.warn(f"{record.experiment}--{record.run_id}: attempt {record.attempt} was taken over by a "
+                         "newer attempt; its record is not written")
+            return False
         data = json.dumps(record.to_dict(), sort_keys=True, separators=(",", ":")).encode()
         self.storage.write_bytes(self.record_key(record.experiment, record.run_id), data)
+        return True
+
+    def _taken_over(self, record: RunRecord) -> bool:
+        """Whether an attempt newer than ``record.attempt`` has claimed the run (``queue_keys``)."""
+        prefix = claims_prefix(record.experiment, record.run_id)
+        return any(k[len(prefix):].isdigit() and int(k[len(prefix):]) > record.attempt
+                   for k in self.storage.list(prefix))
 
     def write_environment(self, experiment: str, run_id: str, env: dict[str, Any]) -> None:
         """Store the run's environment once."""

@@ -136,3 +136,40 @@ def test_a_released_run_is_claimed_again_without_counting_as_lost() -> None:
     assert decide(store, job, "w1").attempt == 1
     Claims(store.storage, "exp", job.run_id).end(1, "released")
     assert decide(store, job, "w2").attempt == 2
+
+
+def test_a_fenced_out_attempt_cannot_overwrite_the_record_of_the_attempt_that_took_over(capsys) -> None:
+    store = _store()
+    job = _queued(store)
+    first = decide(store, job, "w1")
+    assert first.attempt == 1 and first.record is not None
+    late = first.record
+    late.status = "running"
+    assert store.records.write(late)  # attempt 1 runs and publishes its record
+    second = decide(store, job.taking_over(1), "w2")  # w1 looked dead (a stalled machine): taken over
+    assert second.attempt == 2 and second.record is not None
+    newer = second.record
+    newer.status, newer.host = "running", "gpu-box-2"
+    assert store.records.write(newer)
+    late.status, late.exit_code, late.host = "finished", 0, "gpu-box-1"  # attempt 1 ends late after all
+    assert store.records.write(late) is False
+    stored = store.records.read("exp", job.run_id)
+    assert (stored.attempt, stored.status, stored.host) == (2, "running", "gpu-box-2")
+    assert f"exp--{job.run_id}: attempt 1 was taken over by a newer attempt; its record is not written" \
+        in capsys.readouterr().err
+    newer.status, newer.exit_code = "finished", 0  # the owner's own final record goes in
+    assert store.records.write(newer)
+    assert store.records.read("exp", job.run_id).status == "finished"
+
+
+def test_the_attempt_guard_leaves_local_runs_and_settled_takeovers_alone() -> None:
+    store = _store()
+    local = RunRecord("here", new_run_id(), status="finished")  # no queue: no claims to read
+    assert store.records.write(local) and store.records.read("here", local.run_id).status == "finished"
+    job = _queued(store)
+    assert decide(store, job, "w1").attempt == 1
+    request_stop(store.storage, "exp", job.run_id)
+    settled = decide(store, job.taking_over(1), "w2")  # claims attempt 2, then settles it as stopped
+    assert settled.attempt == 0
+    stored = store.records.read("exp", job.run_id)
+    assert (stored.attempt, stored.status) == (2, "stopped")
