@@ -80,13 +80,14 @@ def perform(
     spec = _materialise(config, store, job, attempt, record, base)
     spec_path = os.path.join(base, "attempt.json")
     spec.write(spec_path)
-    env = dict(os.environ)
+    env = dict(os.environ, STUDIO_STORE=config.store)  # the worker's store, also when given by --store
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
+    config_flag = ["--config", config.source] if os.path.isfile(config.source) else []  # the worker's --config
     log_path = os.path.join(base, "runner.log")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "studio_run", "_queue-run", spec_path], cwd=spec.cwd, env=env,
+            [sys.executable, "-m", "studio_run", *config_flag, "_queue-run", spec_path], cwd=spec.cwd, env=env,
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, preexec_fn=_die_with_parent,
         )
     claims = Claims(store.storage, job.experiment, job.run_id)

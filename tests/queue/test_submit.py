@@ -92,3 +92,35 @@ def test_the_embedded_broker_queues_and_a_worker_runs_it_on_one_machine(project)
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_a_worker_given_store_and_config_flags_runs_its_jobs_in_that_store(project, tmp_path) -> None:
+    """``studio --config FILE --store URL worker``: its runner processes use the same settings,
+    not the home's default store (the record and output land where the worker was pointed)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import studio_env
+    from tests.queue.machines import TIMING, wait_for
+
+    home, folder = project
+    elsewhere = str(tmp_path / "team-store")
+    config = tmp_path / "worker.yaml"
+    config.write_text("capture_interval: 7s\n")
+    write_script(folder, "flagged.py", "print('ran in the flagged store')\n")
+    queued = studio("--store", elsewhere, "run", "--queue", "flags", "-e", "flagged", "flagged.py",
+                    home=home, cwd=folder)
+    assert queued.returncode == 0, queued.stderr
+    env = studio_env(home, STUDIO_WORKER_TIMING=TIMING)
+    worker = subprocess.Popen([sys.executable, "-m", "studio_run", "--config", str(config), "--store", elsewhere,
+                               "worker", "--queue", "flags"], cwd=home, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(lambda: "finished" in studio("--store", elsewhere, "list", "flagged", home=home).stdout,
+                 "the job to finish in the store the worker was given")
+        logs = studio("--store", elsewhere, "logs", "flagged", home=home)
+        assert "ran in the flagged store" in logs.stdout
+        assert not os.path.exists(os.path.join(_store(home), "experiments", "flagged"))
+    finally:
+        worker.kill()
+        worker.wait()
