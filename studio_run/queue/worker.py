@@ -36,7 +36,17 @@ from ..config import Config
 from ..errors import StudioError
 from ..store.open import open_store
 from ..store.store import Store
-from .brokers import celery_app, display_url, ensure_reachable, job_queue, lease_interval, prune_embedded, publish, renew_lease
+from .brokers import (
+    celery_app,
+    display_url,
+    ensure_reachable,
+    job_queue,
+    lease_interval,
+    poll_often,
+    prune_embedded,
+    publish,
+    renew_lease,
+)
 from .claims import Claims
 from .dispatch import decide, retire
 from .jobs import TASK_NAME, Job, job_from_message, worker_key
@@ -174,6 +184,7 @@ class Worker:
         queue = job_queue(self.queue)
         with self.app.connection_for_read(heartbeat=0) as conn:
             conn.ensure_connection(max_retries=1)
+            poll_often(conn)
             with conn.Consumer([queue], accept=["json"], prefetch_count=1,
                                callbacks=[lambda body, message: inbox.append((body, message))],
                                on_decode_error=_drop_undecodable):
