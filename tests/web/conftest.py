@@ -137,18 +137,6 @@ def app_client(home: Home, bind: str = "127.0.0.1", base_url: str = "http://127.
     return TestClient(app, base_url=base_url, follow_redirects=follow_redirects)
 
 
-def wait_for(condition, what: str, deadline: float = 60.0, every: float = 0.1):  # type: ignore[no-untyped-def]
-    """Poll ``condition`` until it returns something true; fail naming ``what`` after ``deadline`` s."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
-
-
 @pytest.fixture(scope="module")
 def alpha_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Home]:
     """A home of its own for one test module, with ``alpha`` run twice."""
