@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -18,15 +17,10 @@ from studio_run.store.locks import EXCLUSIVE, SHARED, StoreBusy, StoreLock, list
 from tests.helpers import wait_for
 
 
-@pytest.fixture(params=["local", "s3"])
-def storage(request, tmp_path):
+@pytest.fixture
+def storage(store_location):
     """A local store, and an S3 bucket on moto: the locks must hold on every backend."""
-    if request.param == "local":
-        yield LocalStorage(str(tmp_path / "store"))
-        return
-    server = request.getfixturevalue("s3_server")
-    request.getfixturevalue("fake_aws_env")
-    store = open_storage(f"s3://locks-{uuid.uuid4().hex[:12]}/x", {"endpoint": server.endpoint})
+    store = open_storage(*store_location)
     yield store
     store.close()
 
