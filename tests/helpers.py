@@ -33,6 +33,18 @@ def studio(
     )
 
 
+def file_bytes(root: str) -> dict[str, bytes]:
+    """Every regular file below ``root`` by relative path, with its bytes: to compare a folder
+    (a store, a restored artifact) before and after, or with what it should hold."""
+    files: dict[str, bytes] = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = f.read()
+    return files
+
+
 def wait_for(condition: Callable[[], Any], what: str, deadline: float = 60.0, every: float = 0.1) -> Any:
     """Poll ``condition`` until it returns something true and return that; fail naming ``what``
     after ``deadline`` s (generous: the suite may run twice side by side on loaded cores)."""
