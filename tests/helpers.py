@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Optional
+import time
+from typing import Any, Callable, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,6 +31,31 @@ def studio(
         text=True,
         timeout=timeout,
     )
+
+
+def file_bytes(root: str) -> dict[str, bytes]:
+    """Every regular file below ``root`` by relative path, with its bytes: to compare a folder
+    (a store, a restored artifact) before and after, or with what it should hold."""
+    files: dict[str, bytes] = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, root)] = f.read()
+    return files
+
+
+def wait_for(condition: Callable[[], Any], what: str, deadline: float = 60.0, every: float = 0.1) -> Any:
+    """Poll ``condition`` until it returns something true and return that; fail naming ``what``
+    after ``deadline`` s (generous: the suite may run twice side by side on loaded cores)."""
+    end = time.monotonic() + deadline
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
 
 
 def write_script(folder: str, name: str, body: str) -> str:

@@ -26,7 +26,8 @@ from ..store.runindex import RunIndex
 from ..store.store import Store
 from .security import Guard
 
-__all__ = ["Context", "STATUS_CLASSES", "context_of", "not_found", "record_of", "render", "template_environment"]
+__all__ = ["Context", "STATUS_CLASSES", "artifact_tag", "context_of", "not_found", "record_of", "render", "run_of",
+           "template_environment"]
 
 _RUN_ID = re.compile(r"\d{8}T\d{6}(\d{6})?Z-[0-9a-f]{6}")
 # A colour per status (styles in static/studio.css); unknown statuses get the neutral one.
@@ -62,6 +63,21 @@ def context_of(request: Request) -> Context:
 def not_found(what: str) -> HTTPException:
     """A 404 saying what was not there (raise it)."""
     return HTTPException(404, what)
+
+
+def run_of(request: Request) -> tuple[Context, RunRecord]:
+    """The context, and the run that ``/runs/{experiment}/{run_id}/...`` names (404s as ``record_of``)."""
+    context = context_of(request)
+    return context, record_of(context, request.path_params["experiment"], request.path_params["run_id"])
+
+
+def artifact_tag(request: Request, record: RunRecord) -> str:
+    """The URL's ``{tag}``, once ``record`` holds a stored artifact by that tag; 404 otherwise."""
+    tag: str = request.path_params["tag"]
+    art = record.artifacts.get(tag)
+    if art is None or not art.digest:
+        raise not_found(f"the run has no artifact {tag}")
+    return tag
 
 
 def record_of(context: Context, experiment: str, run_id: str) -> RunRecord:

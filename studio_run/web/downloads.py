@@ -20,7 +20,7 @@ from starlette.responses import StreamingResponse
 
 from ..errors import IntegrityError, NotFoundError, StoreError, UnsafePathError
 from ..store.archive import GZIP_LEVEL, iter_file, iter_tar
-from .context import context_of, not_found, record_of
+from .context import artifact_tag, not_found, run_of
 from .security import safe_path
 
 __all__ = ["file_download", "tar_download", "tar_gz_download"]
@@ -67,12 +67,8 @@ def tar_download(request: Request) -> StreamingResponse:
 
 
 def _artifact_download(request: Request, fmt: str) -> StreamingResponse:
-    context = context_of(request)
-    record = record_of(context, request.path_params["experiment"], request.path_params["run_id"])
-    tag = request.path_params["tag"]
-    art = record.artifacts.get(tag)
-    if art is None or not art.digest:
-        raise not_found(f"the run has no artifact {tag}")
+    context, record = run_of(request)
+    tag = artifact_tag(request, record)
     media, level = _FORMATS[fmt]
     chunks = _started(lambda: iter_tar(context.store, record, tag, gzip_level=level))
     name = f"{record.experiment}-v{record.version}-{tag}.{fmt}"
@@ -81,8 +77,7 @@ def _artifact_download(request: Request, fmt: str) -> StreamingResponse:
 
 def file_download(request: Request) -> StreamingResponse:
     """``/runs/{experiment}/{run_id}/file/{tag}/{path}``: one file, found by name in the manifest."""
-    context = context_of(request)
-    record = record_of(context, request.path_params["experiment"], request.path_params["run_id"])
+    context, record = run_of(request)
     tag = request.path_params["tag"]
     path = safe_path(request.path_params["path"])
     if path is None or tag not in record.artifacts or not record.artifacts[tag].digest:

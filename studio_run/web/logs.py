@@ -20,7 +20,7 @@ from ..errors import NotFoundError
 from ..store.archive import iter_file
 from ..store.browse import LOG_NAME, LOG_TAG
 from ..store.records import RunRecord, effective_status
-from .context import Context, context_of, record_of, render
+from .context import Context, render, run_of
 
 __all__ = ["TAIL", "live_log_path", "log_fragment", "log_tail"]
 
@@ -62,8 +62,7 @@ def log_tail(context: Context, record: RunRecord, running: bool) -> tuple[str, b
 
 def log_fragment(request: Request) -> HTMLResponse:
     """``/runs/{experiment}/{run_id}/log``: the log box, polling itself while the run runs."""
-    context = context_of(request)
-    record = record_of(context, request.path_params["experiment"], request.path_params["run_id"])
+    context, record = run_of(request)
     status = effective_status(record, context.hostname)
     running = status in ("running", "queued")
     text, cut = log_tail(context, record, running)

@@ -9,18 +9,18 @@ imports no Celery). Only the parsing and the rows the template shows are done he
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Optional
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from ..errors import StudioError
-from ..queue.status import JobState, WorkerState, queue_jobs, workers_seen
+from ..queue.status import JobState, queue_jobs, workers_seen
 from .context import Context, context_of, render
 
-__all__ = ["JobRow", "REFRESH_SECONDS", "WorkerRow", "job_rows", "queue_page", "worker_rows"]
+__all__ = ["JobRow", "REFRESH_SECONDS", "job_rows", "queue_page"]
 
 REFRESH_SECONDS = 3
 # What `studio run --queue` accepts as a queue name (queue.brokers.check_queue_name): a URL
@@ -30,31 +30,20 @@ _QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 @dataclass(frozen=True)
 class JobRow:
-    """One job as the page shows it."""
+    """One job as the page shows it: the job as ``queue.status`` reads it, with its version."""
 
-    queue: str
-    experiment: str
-    run_id: str
+    job: JobState
     version: Optional[int]  # None when the run is in neither the index nor its experiment's listing
-    status: str
-    host: str
-    attempt: int  # 0 before any worker claimed it
-    lost: int
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    submitted_at: float = 0.0
 
+    @property
+    def attempt(self) -> int:
+        """The number of its latest attempt; 0 before any worker claimed it."""
+        return self.job.attempts[-1].number if self.job.attempts else 0
 
-@dataclass(frozen=True)
-class WorkerRow:
-    """One worker's last heartbeat as the page shows it."""
-
-    host: str
-    worker: str
-    queue: str
-    slots: int
-    runs: list[tuple[str, str]]  # (experiment, run id) of each run it holds
-    age: float
-    stopping: bool
+    @property
+    def lost(self) -> int:
+        """How many of its attempts were lost (their worker died)."""
+        return sum(1 for a in self.job.attempts if a.end == "lost")
 
 
 def job_rows(context: Context, jobs: list[JobState]) -> list[JobRow]:
@@ -73,18 +62,8 @@ def job_rows(context: Context, jobs: list[JobState]) -> list[JobRow]:
                     listed[job.experiment] = []
             ids = listed[job.experiment]
             version = ids.index(job.run_id) + 1 if job.run_id in ids else None
-        rows.append(JobRow(job.queue, job.experiment, job.run_id, version, job.status, job.host,
-                           job.attempts[-1].number if job.attempts else 0,
-                           sum(1 for a in job.attempts if a.end == "lost"), dict(job.hyperparameters),
-                           job.submitted_at))
+        rows.append(JobRow(job, version))
     return rows
-
-
-def worker_rows(workers: list[WorkerState]) -> list[WorkerRow]:
-    """The rows of ``workers``, most recent heartbeat first."""
-    return [WorkerRow(w.host, w.worker, w.queue, w.slots,
-                      [(str(r.get("experiment", "")), str(r.get("run_id", ""))) for r in w.runs if isinstance(r, dict)],
-                      w.age, w.stopping) for w in workers]
 
 
 def queue_page(request: Request) -> HTMLResponse:
@@ -94,7 +73,7 @@ def queue_page(request: Request) -> HTMLResponse:
     if name and not _QUEUE_NAME.fullmatch(name):
         raise HTTPException(400, "not a queue name: use letters, digits, '_', '.' and '-'")
     jobs = job_rows(context, queue_jobs(context.store, name or None))
-    workers = worker_rows(workers_seen(context.store, name or None))
+    workers = workers_seen(context.store, name or None)  # shown as they are, runs and all
     fragment = request.headers.get("hx-request") == "true" and request.headers.get("hx-target") == "queue"
     return render(request, "_queue_tables.html" if fragment else "queue.html", queue_name=name, jobs=jobs,
                   workers=workers, refresh=REFRESH_SECONDS)

@@ -21,7 +21,7 @@ from ..redact import redact_args, redact_text
 from ..store.archive import list_tree
 from ..store.records import TERMINAL, DamagedRecordError, RunRecord, effective_status
 from ..store.runindex import RunRow
-from .context import Context, context_of, not_found, record_of, render
+from .context import Context, artifact_tag, not_found, render, run_of
 from .security import safe_path
 
 __all__ = ["command_line", "run_page", "tree_fragment", "versions_of"]
@@ -52,8 +52,7 @@ def _environment(context: Context, record: RunRecord) -> dict[str, Any]:
 
 def run_page(request: Request) -> HTMLResponse:
     """The page of the run ``/runs/{experiment}/{run_id}``."""
-    context = context_of(request)
-    record = record_of(context, request.path_params["experiment"], request.path_params["run_id"])
+    context, record = run_of(request)
     status = effective_status(record, context.hostname)
     _used, reused_by = context.fresh_index().lineage(record.experiment, record.run_id)
     return render(
@@ -68,12 +67,8 @@ def run_page(request: Request) -> HTMLResponse:
 
 def tree_fragment(request: Request) -> HTMLResponse:
     """One folder of an artifact's file tree (``?path=`` below its root), as an htmx fragment or page."""
-    context = context_of(request)
-    record = record_of(context, request.path_params["experiment"], request.path_params["run_id"])
-    tag = request.path_params["tag"]
-    art = record.artifacts.get(tag)
-    if art is None or not art.digest:
-        raise not_found(f"the run has no artifact {tag}")
+    context, record = run_of(request)
+    tag = artifact_tag(request, record)
     prefix = request.query_params.get("path", "")
     if prefix and safe_path(prefix) is None:
         raise not_found("no such folder")

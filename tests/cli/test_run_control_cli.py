@@ -11,7 +11,7 @@ import time
 import fs_tracker
 from studio_run.storage.local import LocalStorage
 from studio_run.store.stops import request_stop
-from tests.helpers import studio, studio_env, write_script
+from tests.helpers import studio, studio_env, wait_for, write_script
 
 _DEADLINE = 60.0
 
@@ -49,16 +49,14 @@ def _runs(home: str, experiment: str) -> list[dict]:
     return json.loads(listed.stdout)[::-1]  # oldest first
 
 
-def _start(home: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "studio_run", "run", *args], cwd=home, env=studio_env(home),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(path: str) -> None:
-    deadline = time.monotonic() + _DEADLINE
-    while not (os.path.exists(path) and open(path).read()):
-        assert time.monotonic() < deadline, f"timed out waiting for {path}"
-        time.sleep(0.02)
+def _start_long(home: str, *args: str, **extra: str) -> subprocess.Popen:
+    """``studio run ARGS long.py PID_FILE`` in the background, returned once the script has written its pid."""
+    script = write_script(home, "long.py", LONG)
+    pid_file = os.path.join(home, "pid")
+    proc = subprocess.Popen([sys.executable, "-m", "studio_run", "run", *args, script, pid_file], cwd=home,
+                            env=studio_env(home, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: os.path.exists(pid_file) and open(pid_file).read(), pid_file, _DEADLINE, 0.02)
+    return proc
 
 
 def test_a_sweep_runs_every_point_in_order_and_names_the_one_that_failed(tmp_path):
@@ -110,10 +108,7 @@ def test_max_duration_stops_the_script_and_keeps_the_final_capture(tmp_path):
 
 def test_stop_of_a_local_run_ends_it_with_its_final_capture(tmp_path):
     home = _home(tmp_path)
-    script = write_script(home, "long.py", LONG)
-    pid_file = os.path.join(home, "pid")
-    proc = _start(home, "-e", "st", script, pid_file)
-    _wait_for(pid_file)
+    proc = _start_long(home, "-e", "st")
     stopped = studio("stop", "st", home=home)
     out, err = proc.communicate(timeout=_DEADLINE)
     assert stopped.returncode == 0, stopped.stderr
@@ -130,10 +125,7 @@ def test_stop_of_a_local_run_ends_it_with_its_final_capture(tmp_path):
 
 def test_a_stop_request_from_another_machine_is_found_by_the_runner(tmp_path):
     home = _home(tmp_path)
-    script = write_script(home, "long.py", LONG)
-    pid_file = os.path.join(home, "pid")
-    proc = _start(home, "-e", "far", script, pid_file)
-    _wait_for(pid_file)
+    proc = _start_long(home, "-e", "far")
     run, = _runs(home, "far")
     request_stop(LocalStorage(os.path.join(home, ".studioml", "store")), "far", run["run_id"])  # no signal
     out, err = proc.communicate(timeout=_DEADLINE)
@@ -143,10 +135,7 @@ def test_a_stop_request_from_another_machine_is_found_by_the_runner(tmp_path):
 
 def test_stop_all_stops_every_unfinished_run_of_a_sweep(tmp_path):
     home = _home(tmp_path)
-    script = write_script(home, "long.py", LONG)
-    pid_file = os.path.join(home, "pid")
-    proc = _start(home, "-e", "many", "-hp", "n=1:3", script, pid_file)
-    _wait_for(pid_file)
+    proc = _start_long(home, "-e", "many", "-hp", "n=1:3")
     stopped = studio("stop", "many", "--all", home=home)
     assert stopped.returncode == 0 and "many v1" in stopped.stderr
     _out, err = proc.communicate(timeout=_DEADLINE)
@@ -167,12 +156,7 @@ def test_a_run_on_a_remote_store_finds_a_stop_request_there(s3_server, tmp_path)
     with open(os.path.join(home, ".studioml", "config.yaml"), "w") as f:
         yaml.safe_dump({"store": f"s3://{bucket}/k", "store_options": {"endpoint": s3_server.endpoint},
                         "stop_grace": "5s"}, f)
-    script = write_script(home, "long.py", LONG)
-    pid_file = os.path.join(home, "pid")
-    proc = subprocess.Popen([sys.executable, "-m", "studio_run", "run", "-e", "far", script, pid_file], cwd=home,
-                            env=studio_env(home, **FAKE_AWS_ENV), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    _wait_for(pid_file)
+    proc = _start_long(home, "-e", "far", **FAKE_AWS_ENV)
     storage = open_storage(f"s3://{bucket}/k", {"endpoint": s3_server.endpoint})  # another machine's view
     deadline = time.monotonic() + _DEADLINE
     while not (records := [k for k in storage.list("experiments/far/") if k.endswith(".json")]):

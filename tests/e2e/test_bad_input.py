@@ -3,14 +3,13 @@ stderr, exit 2 (usage) or 1, no traceback, and leaves what is stored untouched."
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 
 import pytest
 
-from tests.helpers import studio, write_script
+from tests.helpers import file_bytes, studio, write_script
 
 
 def _one_error(done, code: int) -> str:
@@ -18,17 +17,6 @@ def _one_error(done, code: int) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("studio: error: "), done.stderr
     return lines[0]
-
-
-def _tree(folder: str) -> dict[str, str]:
-    """Every file below ``folder`` with its content digest (what "untouched" means)."""
-    out = {}
-    for dirpath, _dirs, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +86,7 @@ def test_a_damaged_record_is_skipped_by_list_and_named(home, damage):
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_a_damaged_record_gives_one_line_to_show_get_and_gc(home, damage):
     DAMAGE[damage](_records(home, "good")[-1])
-    before = _tree(_store(home))
+    before = file_bytes(_store(home))
     for args in (["show", "good"], ["get", "good/model", os.path.join(home, "dest")]):
         line = _one_error(studio(*args, home=home), 1)
         assert "is damaged" in line, args
@@ -110,7 +98,7 @@ def test_a_damaged_record_gives_one_line_to_show_get_and_gc(home, damage):
         assert "everything it may point at is kept" in swept.stderr
     else:
         assert swept.returncode == 1 and "gc removed nothing" in _one_error(swept, 1)
-    assert _tree(_store(home)) == before  # gc removed nothing it could not account for
+    assert file_bytes(_store(home)) == before  # gc removed nothing it could not account for
     assert not os.path.exists(os.path.join(home, "dest"))
     older = studio("show", "good@1", home=home)
     assert older.returncode == 0 and "version 1" in older.stdout, older.stderr
@@ -142,11 +130,11 @@ def test_stray_files_in_the_records_folder_are_ignored(home, stray):
 
 @pytest.mark.parametrize("name", ["", "/", "..", ".", "good/..", "a b", "../good", "good/", "*", "-"])
 def test_odd_experiment_names_never_match_anything(home, name):
-    before = _tree(_store(home))
+    before = file_bytes(_store(home))
     for command in ("delete", "show"):
         line = _one_error(studio(command, "--", name, home=home), 2)
         assert "experiment name" in line
-    assert _tree(_store(home)) == before
+    assert file_bytes(_store(home)) == before
 
 
 @pytest.mark.parametrize("limit", ["-5", "0", "x"])

@@ -8,10 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 from studio_run.origin import process_start_ticks
-from tests.helpers import studio, studio_env, write_script
+from tests.helpers import studio, studio_env, wait_for, write_script
 
 _DEADLINE = 60.0
 
@@ -40,13 +39,6 @@ def _start(home: str, *args: str) -> subprocess.Popen:
         [sys.executable, "-m", "studio_run", "run", *args], cwd=home, env=studio_env(home),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default,
     )
-
-
-def _wait_until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + _DEADLINE
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def _restored(home: str, ref: str, name: str) -> str:
@@ -78,7 +70,7 @@ except KeyboardInterrupt:
     with open(pid_file) as f:
         child = int(f.read())
     proc.send_signal(signal.SIGINT)
-    _wait_until(lambda: process_start_ticks(child) is None or _zombie(child), "the script to exit")
+    wait_for(lambda: process_start_ticks(child) is None or _zombie(child), "the script to exit", _DEADLINE, 0.02)
     proc.send_signal(signal.SIGINT)  # the second Ctrl-C: studio is in (or past) the final capture
     _out, err = proc.communicate(timeout=_DEADLINE)
     assert proc.returncode == 128 + signal.SIGINT, err

@@ -30,7 +30,6 @@ __all__ = [
     "has_check",
     "leftovers",
     "read_tree",
-    "store_files",
 ]
 
 DAMAGES = ("flip", "truncate", "delete")
@@ -85,17 +84,6 @@ def leftovers(dest: Union[str, bytes], expected: Tree) -> list[bytes]:
             if not any(k == rel or k.startswith(rel + b"/") for k in expected) and rel not in extra:
                 extra.append(rel)
     return extra
-
-
-def store_files(root: str) -> dict[str, bytes]:
-    """Every regular file of a local store folder and its bytes (to prove a read changed nothing)."""
-    files: dict[str, bytes] = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                files[os.path.relpath(path, root)] = f.read()
-    return files
 
 
 def age_tree(root: str, seconds: float) -> None:

@@ -28,9 +28,8 @@ from tests.faults._support import (
     damage_file,
     leftovers,
     read_tree,
-    store_files,
 )
-from tests.helpers import studio, write_script
+from tests.helpers import file_bytes, studio, write_script
 
 KINDS = ("object", "chunk", "manifest", "record", "env")
 COMMANDS = ("list", "show", "get", "reuse", "gc-dry-run", "gc", "check")
@@ -161,7 +160,7 @@ def test_damaged_local_store(base, tmp_path, kind, how, command):
     damaged = base["targets"].get(kind)
     if damaged:
         damage_file(os.path.join(store, damaged), how)
-    before = store_files(store)
+    before = file_bytes(store)
     dest = str(tmp_path / "dest")
     done = _run(command, home, dest)
     expected = _expected(kind, how, command)
@@ -199,7 +198,7 @@ def test_damaged_local_store(base, tmp_path, kind, how, command):
     if command == "gc":
         _assert_keep_intact(base, home, tmp_path, cell)
     else:  # nothing undamaged was changed or removed (a quarantine may add files)
-        after = store_files(store)
+        after = file_bytes(store)
         for key, data in before.items():
             if key == damaged:  # the damaged thing itself may move to quarantine/ once a read finds it
                 assert after.get(key) in (data, None), f"{command} rewrote the damaged {key}\n{cell}"

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import FAKE_AWS_ENV
-from tests.helpers import REPO, studio, studio_env
+from tests.helpers import REPO, file_bytes, studio, studio_env
 from tests.servers import free_port
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_both.py")
@@ -94,21 +94,10 @@ def trained(request, runs) -> Trained:
     return runs(request.param)
 
 
-def _files(root: str) -> dict[str, bytes]:
-    """Every regular file below ``root`` (symlinks followed) by relative path, with its bytes."""
-    found = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, root)] = f.read()
-    return found
-
-
 @pytest.mark.parametrize("run", [1, 2])
 def test_every_checkpoint_lightning_kept_is_in_files_under_its_name(trained, tmp_path, run):
-    files = _files(trained.get(f"fw/files@{run}", str(tmp_path / "files")))
-    modeldir = _files(trained.get(f"fw/modeldir@{run}", str(tmp_path / "modeldir")))
+    files = file_bytes(trained.get(f"fw/files@{run}", str(tmp_path / "files")))
+    modeldir = file_bytes(trained.get(f"fw/modeldir@{run}", str(tmp_path / "modeldir")))
     kept = {name: data for name, data in modeldir.items() if name.endswith(".ckpt")}
     last_epoch = 2 if run == 1 else 5
     # save_top_k=1: the older epochs were written, then removed by Lightning, and by studio too
@@ -125,8 +114,8 @@ def test_every_checkpoint_lightning_kept_is_in_files_under_its_name(trained, tmp
 
 @pytest.mark.parametrize("run", [1, 2])
 def test_every_checkpoint_the_hf_trainer_kept_is_in_files_by_step_with_latest_and_final(trained, tmp_path, run):
-    files = _files(trained.get(f"fw/files@{run}", str(tmp_path / "files")))
-    modeldir = _files(trained.get(f"fw/modeldir@{run}", str(tmp_path / "modeldir")))
+    files = file_bytes(trained.get(f"fw/files@{run}", str(tmp_path / "files")))
+    modeldir = file_bytes(trained.get(f"fw/modeldir@{run}", str(tmp_path / "modeldir")))
     last = 4 if run == 1 else 8
     # save_total_limit=1: only the newest checkpoint folder is left, in modeldir as in files
     folders = {name.split(os.sep)[1] for name in modeldir if name.startswith(f"hf{os.sep}checkpoint-")}

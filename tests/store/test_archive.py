@@ -10,7 +10,6 @@ import io
 import os
 import subprocess
 import tarfile
-import uuid
 import zlib
 
 import pytest
@@ -40,14 +39,9 @@ MODES = {"run.sh": 0o755, "a.txt": 0o600}
 TIMES = {rel: 1_600_000_000_123_456_789 + i * 1_000_000_007 for i, rel in enumerate(sorted(FILES))}
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        url, options = str(tmp_path / "store"), {}
-    else:
-        server = request.getfixturevalue("s3_server")
-        request.getfixturevalue("fake_aws_env")
-        url, options = f"s3://archive-{uuid.uuid4().hex[:12]}/runs", {"endpoint": server.endpoint}
+@pytest.fixture
+def store(store_location, tmp_path):
+    url, options = store_location
     opened = open_store(Config(home=str(tmp_path / "home"), store=url, store_options=options, fsync=False))
     yield opened
     opened.close()

@@ -22,15 +22,10 @@ FILES = {"a.txt": b"alpha\n" * 200_000, "b.txt": b"bravo\n" * 200_000, "c.bin": 
 MANY = {f"m{i:03}.txt": f"small file {i}\n".encode() for i in range(40)}  # packed on either store
 
 
-@pytest.fixture(params=["local", "s3"])
-def opener(request, tmp_path):
+@pytest.fixture
+def opener(store_location, tmp_path):
     """``opener(home)`` opens the one shared store as a new machine (its own home) would."""
-    if request.param == "local":
-        url, options = str(tmp_path / "store"), {}
-    else:
-        server = request.getfixturevalue("s3_server")
-        request.getfixturevalue("fake_aws_env")
-        url, options = f"s3://check-{uuid.uuid4().hex[:12]}/runs", {"endpoint": server.endpoint}
+    url, options = store_location
     stores: list[Store] = []
 
     def open_(home: str) -> Store:

@@ -8,34 +8,21 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
 from studio_run.storage import open_storage
 from studio_run.storage.local import LocalStorage
 from studio_run.store.locks import EXCLUSIVE, SHARED, StoreBusy, StoreLock, list_locks, store_lock
+from tests.helpers import wait_for
 
 
-@pytest.fixture(params=["local", "s3"])
-def storage(request, tmp_path):
+@pytest.fixture
+def storage(store_location):
     """A local store, and an S3 bucket on moto: the locks must hold on every backend."""
-    if request.param == "local":
-        yield LocalStorage(str(tmp_path / "store"))
-        return
-    server = request.getfixturevalue("s3_server")
-    request.getfixturevalue("fake_aws_env")
-    store = open_storage(f"s3://locks-{uuid.uuid4().hex[:12]}/x", {"endpoint": server.endpoint})
+    store = open_storage(*store_location)
     yield store
     store.close()
-
-
-def _wait_for(condition, what: str, deadline: float = 30.0) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_shared_locks_coexist_and_gc_refuses_while_one_is_held(storage):
@@ -69,7 +56,7 @@ def test_a_capture_waits_for_a_running_gc_then_proceeds(storage):
 
     thread = threading.Thread(target=capture)
     thread.start()
-    _wait_for(lambda: said, "the capture to say it waits")
+    wait_for(lambda: said, "the capture to say it waits", deadline=30.0, every=0.02)
     assert not took.is_set() and "studio gc on" in said[0]
     gc.release()
     thread.join(30)
@@ -88,7 +75,7 @@ def test_gc_waits_for_a_capture_in_progress_when_allowed_to(storage):
 
     thread = threading.Thread(target=gc)
     thread.start()
-    _wait_for(lambda: said, "gc to say it waits")
+    wait_for(lambda: said, "gc to say it waits", deadline=30.0, every=0.02)
     assert not done.is_set() and "a capture on" in said[0]
     capture.release()
     thread.join(30)
@@ -129,7 +116,7 @@ def test_a_held_lock_is_refreshed_and_one_that_could_not_be_is_reported_lost(tmp
     lock.acquire()
     try:
         first = storage.info(lock.key).mtime
-        _wait_for(lambda: storage.info(lock.key).mtime > first, "a refresh")
+        wait_for(lambda: storage.info(lock.key).mtime > first, "a refresh", deadline=30.0, every=0.02)
         lock.check()  # fresh: no complaint
         lock.stale_after = 0.01  # as if no refresh had come through for most of the stale time
         time.sleep(0.02)

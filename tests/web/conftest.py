@@ -9,6 +9,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import pytest
+from starlette.testclient import TestClient
 
+from studio_run.config import load_config
+from studio_run.store.open import open_store
+from studio_run.store.runindex import RunIndex
+from studio_run.web.app import build_app
+from studio_run.web.security import Guard
 from tests.helpers import studio, studio_env, write_script
 
 # The script of every test run: files with known bytes and known mtimes in out/, a line of output.
@@ -120,16 +127,14 @@ def start_ui(home: Home, *args: str, deadline: float = 60) -> Server:
     return Server(proc, url, port)
 
 
-def wait_for(condition, what: str, deadline: float = 60.0, every: float = 0.1):  # type: ignore[no-untyped-def]
-    """Poll ``condition`` until it returns something true; fail naming ``what`` after ``deadline`` s."""
-    end = time.monotonic() + deadline
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
+def app_client(home: Home, bind: str = "127.0.0.1", base_url: str = "http://127.0.0.1:8765",
+               follow_redirects: bool = True) -> TestClient:
+    """A TestClient over ``studio ui``'s app on ``home``'s store (its run index in ``home/index``),
+    guarded as a server bound to ``bind`` would be; enter it to start the app."""
+    store = open_store(load_config(None, env=home.env()))
+    app = build_app(store, Guard.for_bind(bind), RunIndex(store, os.path.join(home.home, "index")),
+                    socket.gethostname())
+    return TestClient(app, base_url=base_url, follow_redirects=follow_redirects)
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ import pytest
 
 from studio_run.config import load_config
 from studio_run.store.open import open_store
-from tests.helpers import write_script
-from tests.web.conftest import Home, Server, chromium_path, expected_files, make_home, start_ui, wait_for
+from tests.helpers import wait_for, write_script
+from tests.web.conftest import Home, Server, chromium_path, expected_files, make_home, start_ui
 
 if chromium_path() is None:  # .ci/test installs it: a missing browser fails loudly, never skips
     raise RuntimeError("tests/web need Debian's Chromium at /usr/bin/chromium: apt-get install chromium")

@@ -6,19 +6,13 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from typing import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
-from studio_run.config import load_config
-from studio_run.store.open import open_store
-from studio_run.store.runindex import RunIndex
-from studio_run.web.app import build_app
-from studio_run.web.security import Guard
 from tests.helpers import studio
-from tests.web.conftest import Home
+from tests.web.conftest import Home, app_client
 
 ROW = re.compile(r'<tr class="run" data-experiment="([^"]+)" data-version="(\d+)">')
 
@@ -37,10 +31,7 @@ def home(alpha_home: Home) -> Home:
 
 @pytest.fixture(scope="module")
 def client(home: Home) -> Iterator[TestClient]:
-    store = open_store(load_config(None, env=home.env()))
-    app = build_app(store, Guard.for_bind("127.0.0.1"), RunIndex(store, os.path.join(home.home, "index")),
-                    socket.gethostname())
-    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+    with app_client(home) as c:
         yield c
 
 

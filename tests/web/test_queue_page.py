@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -21,11 +20,8 @@ from studio_run.config import load_config
 from studio_run.queue.claims import Claims
 from studio_run.queue.jobs import worker_key
 from studio_run.store.open import open_store
-from studio_run.store.runindex import RunIndex
-from studio_run.web.app import build_app
-from studio_run.web.security import Guard
 from tests.helpers import studio, write_script
-from tests.web.conftest import Home
+from tests.web.conftest import Home, app_client
 
 JOB = re.compile(r'<tr class="job" data-experiment="([^"]+)" data-run="([^"]+)">')
 HTMX = {"HX-Request": "true", "HX-Target": "queue"}
@@ -69,10 +65,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Home:
 
 @pytest.fixture(scope="module")
 def client(home: Home) -> Iterator[TestClient]:
-    store = open_store(load_config(None, env=home.env()))
-    app = build_app(store, Guard.for_bind("127.0.0.1"), RunIndex(store, os.path.join(home.home, "index")),
-                    socket.gethostname())
-    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+    with app_client(home) as c:
         yield c
 
 
@@ -148,9 +141,7 @@ def test_the_queue_page_needs_no_celery() -> None:
 def test_an_empty_store_says_there_is_nothing_queued_and_no_worker(tmp_path) -> None:  # type: ignore[no-untyped-def]
     home = Home(str(tmp_path / "home"), str(tmp_path))
     os.makedirs(home.home)
-    store = open_store(load_config(None, env=home.env()))
-    app = build_app(store, Guard.for_bind("127.0.0.1"), RunIndex(store, str(tmp_path / "index")), socket.gethostname())
-    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+    with app_client(home) as c:
         page = c.get("/queue")
     assert page.status_code == 200 and _jobs(page.text) == []
     assert "No queued or running jobs." in page.text and "No workers seen" in page.text

@@ -5,31 +5,21 @@ POST, file paths only through the manifest, attachments only, no secret in a pag
 from __future__ import annotations
 
 import io
-import os
-import socket
 import tarfile
 from typing import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
-from studio_run.config import load_config
-from studio_run.store.open import open_store
 from studio_run.store.records import RunRecord
-from studio_run.store.runindex import RunIndex
-from studio_run.web.app import build_app
-from studio_run.web.security import Guard, cookie_name, safe_path
-from tests.web.conftest import Home, expected_files
+from studio_run.web.security import cookie_name, safe_path
+from tests.web.conftest import Home, app_client, expected_files
 
 LOOPBACK = "http://127.0.0.1:8765"
 
 
 def _client(home: Home, bind: str = "127.0.0.1", base_url: str = LOOPBACK) -> TestClient:
-    config = load_config(None, env=home.env())
-    store = open_store(config)
-    app = build_app(store, Guard.for_bind(bind), RunIndex(store, os.path.join(home.home, "index")),
-                    socket.gethostname())
-    return TestClient(app, base_url=base_url, follow_redirects=False)
+    return app_client(home, bind, base_url, follow_redirects=False)
 
 
 @pytest.fixture(scope="module")
