@@ -50,6 +50,7 @@ class StopSignals:
         self._late = 0  # signals that arrived after it ended
         self._proc: Optional[subprocess.Popen[bytes]] = None
         self._attached = False  # a script was attached (``stop`` before it means "as it starts")
+        self._forwarded: set[int] = set()  # signals already passed to the attached script
         self._timer: Optional[threading.Timer] = None
         self._previous: dict[int, _Handler] = {}
         self._ignored: list[int] = []
@@ -75,6 +76,7 @@ class StopSignals:
         with self._lock:
             self._proc = proc
             self._attached = True
+            self._forwarded = set()
             if self.stopped_as is not None:  # ``stop`` came while the script was being started
                 self._forward(proc, signal.SIGTERM)
         for sig in self._ignored:  # the script has inherited SIG_IGN by now
@@ -123,6 +125,13 @@ class StopSignals:
             return True
 
     def _forward(self, proc: "subprocess.Popen[bytes]", signum: int) -> None:
+        """Pass ``signum`` to the script's group once: the same signal again (``studio stop``'s
+        SIGTERM beside its stop request, a service manager repeating itself) could land while the
+        script's Python is shutting down, when its handlers are gone and the default one kills it
+        (a script that saved and exited 0 would be recorded as killed). The grace timer escalates."""
+        if signum in self._forwarded:
+            return
+        self._forwarded.add(signum)
         leader = _leads_group(proc)
         if not (signum == signal.SIGINT and not leader and _terminal_sent_it()):
             try:

@@ -158,6 +158,37 @@ def test_a_stop_before_the_script_is_attached_stops_it_as_it_starts():
     proc.stdout.close()
 
 
+_COUNTS_SIGTERMS = """
+import os, signal, sys, time
+def bye(*_):
+    with open(sys.argv[1], "a") as f:
+        f.write("T")
+    time.sleep(0.5)  # still shutting down when a second SIGTERM would come
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_stop_request_beside_a_sigterm_reaches_the_script_once(tmp_path):
+    """``studio stop`` both writes a request (the stopwatch's ``stop``) and sends SIGTERM: the
+    script gets one SIGTERM, so a second cannot kill it while its handler is saving."""
+    seen = tmp_path / "sigterms"
+    with StopSignals(grace=30) as signals:
+        proc = subprocess.Popen([sys.executable, "-c", _COUNTS_SIGTERMS, str(seen)], stdout=subprocess.PIPE,
+                                process_group=0)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        signals.attach(proc)
+        os.kill(os.getpid(), signal.SIGTERM)  # as ``studio stop`` signals the runner
+        assert _until(seen.exists)
+        assert signals.stop("stopped")  # the stopwatch finds the request while the script saves
+        assert proc.wait(timeout=_DEADLINE) == 0
+        assert signals.detach() == [signal.SIGTERM] and signals.stopped_as == "stopped"
+    assert seen.read_text() == "T"
+    proc.stdout.close()
+
+
 _TREE = """
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
