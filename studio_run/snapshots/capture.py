@@ -378,7 +378,7 @@ def _read_stable(
             if stat_key(os.stat(full)) != stat_key(after) or again != digest:
                 continue
         key, value = stat_key(after), _encode(digest, chunks)
-        row = table_row(key, value) if cache.put(key, value, started) else b""
+        row = cache.remember(key, value, started)  # the pending row and the stat table's: one object
         return _file_entry(rel, after, digest, chunks, times), nbytes, row
     return None, 0, b""
 
