@@ -140,11 +140,13 @@ class _Execution:
         paths = {}
         cache = BlobCache(self.config.blobcache)
         for reuse in self.prepared.reused:
-            manifest = self.store.repo.get_manifest(reuse.restore_digest)  # with file times when recorded
-            with console.progress(f"fetching {reuse.experiment}/{reuse.tag}", manifest.size) as advance:
-                path, hit = cache.ensure(self.store.repo, reuse.restore_digest, manifest, advance)
+            path, how = cache.cached(reuse.restore_digest), "cached"  # a warm hit reads no manifest
+            if path is None:
+                manifest = self.store.repo.get_manifest(reuse.restore_digest)  # with file times when recorded
+                with console.progress(f"fetching {reuse.experiment}/{reuse.tag}", manifest.size) as advance:
+                    path, hit = cache.ensure(self.store.repo, reuse.restore_digest, manifest, advance)
+                how = "cached" if hit else f"fetched {console.format_size(manifest.size)}"
             paths[reuse.alias] = path
-            how = "cached" if hit else f"fetched {console.format_size(manifest.size)}"
             console.info(f"reuse {reuse.experiment}/{reuse.tag}@{reuse.version} as {reuse.alias!r} ({how})")
         urls = {s.tag: self.record.artifacts[s.tag].digest for s in self.request.captures_once
                 if s.is_url and s.tag in self.record.artifacts}
