@@ -223,25 +223,42 @@ def _versions(tools: Tools) -> dict[str, str]:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Run the selected workloads, write the report, print it; 1 if a contender failed."""
+    """Run the selected workloads, write the report after each one, print it; 1 if a contender failed."""
     args = _parse(argv)
     scale = QUICK if args.quick else FULL
     reps = args.reps or scale.reps
     drop = can_drop_caches() and not args.no_drop_caches
+    base = _base(args.out) if args.update else None
     workdir = tempfile.mkdtemp(prefix="studio-bench-", dir=args.workdir)
     tools = Tools.find(args.tools, os.path.join(workdir, "pycache"))
     started = time.time()
     print(f"working in {workdir}; baselines from {tools.python}", file=sys.stderr)
-    results = []
+    results: list[dict[str, Any]] = []
+    head = {
+        "command": "python benchmarks/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
+        "mode": "quick" if args.quick else "full",
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
+        "reps": reps, "noop_reps": max(reps, scale.noop_reps),
+        "machine": machine_description(args.workdir or tempfile.gettempdir(), _versions(tools)),
+        "scale": scale.__dict__, "drop_caches": drop, "method": _method(drop),
+    }
+
+    def save(done: dict[str, Any]) -> None:
+        """Keep a finished workload: a run stopped later still leaves what it measured in ``latest``."""
+        done["measured"] = {"command": head["command"], "started": head["started"]}
+        results.append(done)
+        _write(args.out, head, results, base, (time.time() - started) / 60)
+
     try:
         data = Data(workdir, scale)
         for w in WORKLOADS:
             if w.id in args.ids:
                 n = reps if w.quick_reps else max(reps, scale.noop_reps)
                 began = time.time()
-                results.append(_run_workload(w, scale, n, tools, data, workdir, drop, args.quick))
-                results[-1]["seconds"] = round(time.time() - began, 1)
-                print(f"{w.id} done in {results[-1]['seconds']:.0f} s", file=sys.stderr, flush=True)
+                done = _run_workload(w, scale, n, tools, data, workdir, drop, args.quick)
+                done["seconds"] = round(time.time() - began, 1)
+                print(f"{w.id} done in {done['seconds']:.0f} s", file=sys.stderr, flush=True)
+                save(done)
         if "W9" in args.ids:
             w9_reps = args.reps or scale.w9_reps
             w9_scale = scale if args.w9_large_mib is None else replace(scale, big_size=args.w9_large_mib * MiB)
@@ -251,32 +268,18 @@ def main(argv: Optional[list[str]] = None) -> int:
                 done = _run_workload(w, w9_scale, w9_reps, tools, data, workdir, drop, args.quick)
                 done["seconds"] = round(time.time() - began, 1)
                 print(f"{w.id} done in {done['seconds']:.0f} s", file=sys.stderr, flush=True)
+                save(done)
                 return done
 
-            results += run_w9(args.w9_sizes or list(scale.w9_sizes), w9_scale, workdir, phase,
-                              lambda text: print(text, file=sys.stderr, flush=True))
+            run_w9(args.w9_sizes or list(scale.w9_sizes), w9_scale, workdir, phase,
+                   lambda text: print(text, file=sys.stderr, flush=True))
     finally:
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             remove(workdir)
-    result = {
-        "command": "python benchmarks/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:])),
-        "mode": "quick" if args.quick else "full",
-        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
-        "minutes": (time.time() - started) / 60, "reps": reps, "noop_reps": max(reps, scale.noop_reps),
-        "machine": machine_description(args.workdir or tempfile.gettempdir(), _versions(tools)),
-        "scale": scale.__dict__, "drop_caches": drop, "workloads": results, "method": _method(drop),
-    }
-    w9 = [w for w in results if w["id"].startswith("W9/")]
-    if w9:
-        result["w9"] = summary(w9)
-    stamp = {"command": result["command"], "started": result["started"]}
-    for done in results:
-        done["measured"] = stamp
-    if args.update:
-        result = _merged(args.out, result)
-    print(report.write(args.out, result))
+    result = _write(args.out, head, results, base, (time.time() - started) / 60)
+    print(report.render(result))
     if result.get("w9"):
         print(_plot(args.out, tools), file=sys.stderr)
     print(f"wrote {os.path.join(args.out, 'latest.md')} and latest.json", file=sys.stderr)
@@ -284,6 +287,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     if failed:
         print(f"failed: {', '.join(failed)} (see the table)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _write(out: str, head: dict[str, Any], results: list[dict[str, Any]], base: Optional[dict[str, Any]],
+           minutes: float) -> dict[str, Any]:
+    """``latest.md``/``.json`` from the workloads finished so far (merged into ``base`` with --update)."""
+    result = dict(head, minutes=minutes, workloads=list(results))
+    w9 = [w for w in results if w["id"].startswith("W9/")]
+    if w9:
+        result["w9"] = summary(w9)
+    if base is not None:
+        result = _merged(base, result)
+    report.write(out, result)
+    return result
 
 
 def _plot(out: str, tools: Tools) -> str:
@@ -299,17 +315,26 @@ def _plot(out: str, tools: Tools) -> str:
     return "no plot: matplotlib is not installed (pip install -r benchmarks/requirements.txt)"
 
 
-def _merged(out: str, result: dict[str, Any]) -> dict[str, Any]:
-    """``result``'s workloads put in place of the same ones in ``out``'s latest.json (same mode only)."""
+def _base(out: str) -> Optional[dict[str, Any]]:
+    """The latest.json an --update run merges into, read once before the run changes it."""
     import json
 
     try:
         with open(os.path.join(out, "latest.json")) as f:
-            old = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
+        return None
+
+
+def _merged(old: Optional[dict[str, Any]], result: dict[str, Any]) -> dict[str, Any]:
+    """``result``'s workloads put in place of the same ones in ``old`` (same mode only)."""
+    import copy
+
+    if old is None:
         return result
     if old.get("mode") != result["mode"]:
-        raise SystemExit(f"--update: {out}/latest.json is a {old.get('mode')} run, this one is {result['mode']}")
+        raise SystemExit(f"--update: latest.json is a {old.get('mode')} run, this one is {result['mode']}")
+    old = copy.deepcopy(old)
     new = {w["id"]: w for w in result["workloads"]}
     for w in old["workloads"]:
         w.setdefault("measured", {"command": old["command"], "started": old["started"]})
@@ -319,9 +344,11 @@ def _merged(out: str, result: dict[str, Any]) -> dict[str, Any]:
         result = dict(result, w9=old["w9"])
     elif any(w["id"].startswith("W9/") for w in result["workloads"]):
         result = dict(result, w9=summary([w for w in workloads if w["id"].startswith("W9/")]))
+    updated = f"{ids} re-run {result['started']} (`{result['command']}`)"
+    if old.get("updated"):  # a run completed in several steps keeps every step's line
+        updated = f"{old['updated']}; {updated}"
     return dict(result, workloads=sorted(workloads, key=_order), minutes=old["minutes"] + result["minutes"],
-                command=old["command"], started=old["started"],
-                updated=f"{ids} re-run {result['started']} (`{result['command']}`)")
+                command=old["command"], started=old["started"], updated=updated)
 
 
 def _method(drop: bool) -> list[str]:
