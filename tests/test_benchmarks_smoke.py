@@ -98,3 +98,36 @@ def test_w9_runs_every_phase_and_summarises_the_growth(tmp_path) -> None:
     table = (out / "latest.md").read_text()
     assert "## W9: time and memory against the number of files" in table
     assert "| W9/6/read | 6 files: studio get and --reuse | 6 files, get <= 2 x cp -r |" in table
+
+
+_STEPS = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import run
+out = sys.argv[2]
+def workload(wid):
+    return {"id": wid, "title": wid, "data": "Data.", "goals": [], "contenders": [], "notes": [], "primary": "x"}
+base = dict(command="python benchmarks/run.py", mode="full", started="day 1", minutes=60.0, reps=3, noop_reps=10,
+            machine={}, scale={}, drop_caches=False, method=[], workloads=[workload("W1"), workload("W2")])
+json.dump(base, open(out + "/latest.json", "w"))
+head = dict(base, command="python benchmarks/run.py --only W2,W3 --update", started="day 2")
+del head["workloads"], head["minutes"]
+before = run._base(out)
+done = []
+for wid, minutes in (("W2", 5.0), ("W3", 9.0)):
+    done.append(workload(wid))
+    run._write(out, head, done, before, minutes)
+"""
+
+
+def test_an_update_run_is_saved_after_each_workload_and_merged_once(tmp_path) -> None:
+    """Each finished workload reaches latest.json at once; the base's minutes and 'updated' are counted once."""
+    proc = subprocess.run([sys.executable, "-c", _STEPS, os.path.join(ROOT, "benchmarks"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "latest.json").read_text())
+    assert [w["id"] for w in result["workloads"]] == ["W1", "W2", "W3"]
+    assert result["minutes"] == 69.0
+    assert result["command"] == "python benchmarks/run.py" and result["started"] == "day 1"
+    assert result["updated"] == "W2, W3 re-run day 2 (`python benchmarks/run.py --only W2,W3 --update`)"
+    assert "W3" in (tmp_path / "latest.md").read_text()
