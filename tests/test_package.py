@@ -47,3 +47,12 @@ def test_importing_fs_tracker_pulls_in_no_heavy_module():
 def test_studio_help_imports_no_cloud_sdk():
     loaded = _imported_after("from studio_run.cli.main import cli; cli(['--help'], standalone_mode=False)")
     assert not {"boto3", "botocore", "google", "paramiko", "rich", "redis"} & {m.split(".")[0] for m in loaded}
+
+
+def test_studio_run_imports_neither_other_commands_nor_the_http_stack():
+    """``studio run`` loads only its own command's module, and the HTTP client only when a URL is fetched."""
+    loaded = _imported_after("import click; from studio_run.cli.main import cli; "
+                             "cli.get_command(click.Context(cli), 'run'); import studio_run.runner.execute")
+    assert "studio_run.cli.run" in loaded and "studio_run.runner.execute" in loaded
+    assert not {"studio_run.cli.browse", "studio_run.cli.queue", "studio_run.cli.ui", "studio_run.cli.records",
+                "studio_run.snapshots.url_sources", "http.client", "urllib.request"} & loaded

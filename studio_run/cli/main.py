@@ -8,53 +8,52 @@ No storage or capture logic lives here or in any command module. Every expected 
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Optional
 
 import click
 
 from ..errors import StudioError
-from .browse import logs, ls
-from .check import check
-from .maintenance import cache, gc, sync
-from .queue import queue_run, queue_status, worker
-from .records import delete, get, list_, show
-from .run import run
-from .stop import stop
-from .tb import tb
-from .ui import ui
 
 __all__ = ["cli", "main"]
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
+# Every command: its name -> (module of this package, attribute). A command's module is imported
+# only when that command runs (or ``--help`` lists them all): ``studio run`` no longer pays for
+# the modules of ``ls``, ``queue`` or ``ui`` (about 50 ms of imports on every run).
+_COMMANDS = {
+    "run": ("run", "run"), "stop": ("stop", "stop"), "list": ("records", "list_"),
+    "show": ("records", "show"), "get": ("records", "get"), "ls": ("browse", "ls"),
+    "logs": ("browse", "logs"), "delete": ("records", "delete"), "gc": ("maintenance", "gc"),
+    "sync": ("maintenance", "sync"), "cache": ("maintenance", "cache"), "check": ("check", "check"),
+    "tb": ("tb", "tb"), "worker": ("queue", "worker"), "queue": ("queue", "queue_status"),
+    "_queue-run": ("queue", "queue_run"), "ui": ("ui", "ui"),
+}
 
-@click.group(context_settings=_SETTINGS)
+
+class _LazyGroup(click.Group):
+    """A click group that imports a command's module when the command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        where = _COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        module = importlib.import_module(f"{__package__}.{where[0]}")
+        command: click.Command = getattr(module, where[1])
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings=_SETTINGS)
 @click.option("--config", "config_path", metavar="FILE", help="Config file (default $STUDIOML_HOME/config.yaml).")
 @click.option("--store", metavar="URL", help="Store URL: a path, file://, s3://, gs:// or sftp://.")
 @click.version_option(package_name="studio-run", prog_name="studio")
 def cli(config_path: Optional[str], store: Optional[str]) -> None:
     """Run training scripts and keep every file they read and write, versioned."""
-
-
-# Commands, in the order `studio --help` lists them (click sorts them by name).
-cli.add_command(run)
-cli.add_command(stop)
-cli.add_command(list_)
-cli.add_command(show)
-cli.add_command(get)
-cli.add_command(ls)
-cli.add_command(logs)
-cli.add_command(delete)
-cli.add_command(gc)
-cli.add_command(sync)
-cli.add_command(cache)
-cli.add_command(check)
-cli.add_command(tb)
-cli.add_command(worker)
-cli.add_command(queue_status)
-cli.add_command(queue_run)
-cli.add_command(ui)
 
 
 def main(argv: Optional[list[str]] = None) -> None:

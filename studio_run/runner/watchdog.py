@@ -16,7 +16,7 @@ or of its process group, the OOM killer, a worker's pool child killed), a watchd
 Chosen over ``PR_SET_PDEATHSIG`` on the script: that reaches only the script (not its children),
 fires when the *thread* that started it exits (a worker may start runs from threads), needs a
 ``preexec_fn`` in a threaded process, and exists only on Linux. The pipe works on any POSIX
-system and costs one small interpreter per run (about 30 ms to start, 10 MB of memory, no CPU
+system and costs one small interpreter per run (about 20 ms to start, 10 MB of memory, no CPU
 while waiting). The one window left open is between the script's start and the next write,
 two system calls apart.
 """
@@ -55,7 +55,10 @@ class Watchdog:
         read_fd, write_fd = os.pipe()  # both non-inheritable: only ``pass_fds`` hands one on
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _BOOT, _PACKAGE_ROOT, str(read_fd), f"{grace:g}"],
+                # -S: no site-packages and no .pth hooks (the watchdog needs only the standard
+                # library and this package, appended by _BOOT): it starts in ~20 ms instead of
+                # ~60 ms, on the core the script is starting on.
+                [sys.executable, "-S", "-c", _BOOT, _PACKAGE_ROOT, str(read_fd), f"{grace:g}"],
                 pass_fds=(read_fd,), start_new_session=True, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )

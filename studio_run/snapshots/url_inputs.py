@@ -26,7 +26,7 @@ import shutil
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from .. import console
 from ..objects.repository import Repository
@@ -34,7 +34,9 @@ from ..origin import process_alive
 from ..refs import CaptureSpec
 from ..storage.urls import redact_url, scheme_of
 from .blobcache import BlobCache
-from .url_sources import HttpSource, RemoteFile, Source, open_source
+
+if TYPE_CHECKING:  # url_sources (urllib.request, http.client, ssl) is imported when a URL is fetched
+    from .url_sources import RemoteFile, Source
 
 __all__ = ["FetchedInput", "UrlInputs", "input_paths"]
 
@@ -83,6 +85,8 @@ class UrlInputs:
         return fetched
 
     def _one(self, spec: CaptureSpec, cached: Optional[dict[str, Any]]) -> FetchedInput:
+        from .url_sources import HttpSource, open_source  # only runs with URL inputs pay for the HTTP stack
+
         url = _cache_key(spec.path)
         scheme = scheme_of(spec.path)
         source = open_source(spec.path, self.options_for(scheme))
