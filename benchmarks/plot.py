@@ -23,6 +23,9 @@ def draw(summary: dict, title: str, out: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    thousands = FuncFormatter(_thousands)  # 300k, not 300000 run into the next tick
 
     phases = [p for p in ("first", "unchanged", "changed", "read") if any(r["phase"] == p for r in summary["rows"])]
     fig, axes = plt.subplots(2, len(phases), figsize=(4.2 * len(phases), 7.5), squeeze=False)
@@ -44,6 +47,7 @@ def draw(summary: dict, title: str, out: str) -> None:
         axes[1][col].axhline(200, color="grey", linewidth=0.6)
         for ax in (axes[0][col], axes[1][col]):
             ax.set_xlabel("files")
+            ax.xaxis.set_major_formatter(thousands)
             ax.grid(alpha=0.3)
             ax.set_xlim(left=0)
             ax.set_ylim(bottom=0)
@@ -53,6 +57,10 @@ def draw(summary: dict, title: str, out: str) -> None:
     fig.savefig(out, dpi=110)
 
 
+def _thousands(x: float, _pos: int) -> str:
+    return f"{x / 1000:.0f}k" if x else "0"
+
+
 def main(argv: list[str]) -> int:
     """Read the results file, draw its W9 summary; 2 when it has none."""
     with open(argv[0]) as f:
@@ -60,7 +68,9 @@ def main(argv: list[str]) -> int:
     if not result.get("w9"):
         print(f"{argv[0]} has no W9 results", file=sys.stderr)
         return 2
-    title = f"W9: time and peak memory against file count ({result['mode']} run, {result['started']})"
+    when = sorted({w["measured"]["started"] for w in result["workloads"]
+                   if w["id"].startswith("W9/") and "measured" in w}) or [result["started"]]
+    title = f"W9: time and peak memory against file count ({result['mode']} run, {', '.join(when)})"
     draw(result["w9"], title, argv[1])
     return 0
 
