@@ -243,33 +243,28 @@ def main(argv: Optional[list[str]] = None) -> int:
         "scale": scale.__dict__, "drop_caches": drop, "method": _method(drop),
     }
 
-    def save(done: dict[str, Any]) -> None:
-        """Keep a finished workload: a run stopped later still leaves what it measured in ``latest``."""
+    def measure(w: Workload, scale: Scale, n: int) -> dict[str, Any]:
+        """Run one workload and keep it: a run stopped later still leaves what it measured in ``latest``."""
+        began = time.time()
+        done = _run_workload(w, scale, n, tools, data, workdir, drop, args.quick)
+        done["seconds"] = round(time.time() - began, 1)
+        print(f"{w.id} done in {done['seconds']:.0f} s", file=sys.stderr, flush=True)
         done["measured"] = {"command": head["command"], "started": head["started"]}
         results.append(done)
         _write(args.out, head, results, base, (time.time() - started) / 60)
+        return done
 
     try:
         data = Data(workdir, scale)
         for w in WORKLOADS:
             if w.id in args.ids:
-                n = reps if w.quick_reps else max(reps, scale.noop_reps)
-                began = time.time()
-                done = _run_workload(w, scale, n, tools, data, workdir, drop, args.quick)
-                done["seconds"] = round(time.time() - began, 1)
-                print(f"{w.id} done in {done['seconds']:.0f} s", file=sys.stderr, flush=True)
-                save(done)
+                measure(w, scale, reps if w.quick_reps else max(reps, scale.noop_reps))
         if "W9" in args.ids:
             w9_reps = args.reps or scale.w9_reps
             w9_scale = scale if args.w9_large_mib is None else replace(scale, big_size=args.w9_large_mib * MiB)
 
             def phase(w: Workload, _tree: str) -> dict[str, Any]:
-                began = time.time()
-                done = _run_workload(w, w9_scale, w9_reps, tools, data, workdir, drop, args.quick)
-                done["seconds"] = round(time.time() - began, 1)
-                print(f"{w.id} done in {done['seconds']:.0f} s", file=sys.stderr, flush=True)
-                save(done)
-                return done
+                return measure(w, w9_scale, w9_reps)
 
             run_w9(args.w9_sizes or list(scale.w9_sizes), w9_scale, workdir, phase,
                    lambda text: print(text, file=sys.stderr, flush=True))
@@ -326,12 +321,10 @@ def _base(out: str) -> Optional[dict[str, Any]]:
         return None
 
 
-def _merged(old: Optional[dict[str, Any]], result: dict[str, Any]) -> dict[str, Any]:
+def _merged(old: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """``result``'s workloads put in place of the same ones in ``old`` (same mode only)."""
     import copy
 
-    if old is None:
-        return result
     if old.get("mode") != result["mode"]:
         raise SystemExit(f"--update: latest.json is a {old.get('mode')} run, this one is {result['mode']}")
     old = copy.deepcopy(old)

@@ -394,7 +394,8 @@ class RedisServer(_ServerProcess):
     def _aof_pending(self) -> bool:
         import redis
 
-        info = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5).info("persistence")
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5) as client:
+            info = client.info("persistence")
         return bool(info.get("aof_buffer_length", 0) or info.get("aof_pending_bio_fsync", 0))
 
 
